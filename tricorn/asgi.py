@@ -1,0 +1,301 @@
+"""ASGI 3.0: the http request/response cycle and the lifespan protocol.
+
+Each request runs the app in its own task. The response head is held back until the first body
+message so that head and body leave in one write, and a body given whole gets a Content-Length
+instead of chunked framing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+
+from .connection import HIGH_WATER
+from .h1 import Request, ResponseError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .connection import HttpConnection
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("tricorn.error")
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+ERROR_BODY = b"Internal Server Error\n"
+
+
+class ASGIProtocolError(Exception):
+    """The app broke the ASGI contract; the message says how."""
+
+
+def decode_path(raw_path: bytes) -> str:
+    """ASGI `path`: percent-escapes and UTF-8 decoded (undecodable bytes kept as surrogates)."""
+    if b"%" in raw_path:
+        raw_path = unquote_to_bytes(raw_path)
+    return raw_path.decode("utf-8", "surrogateescape")
+
+
+class ASGI2App:
+    """Runs an ASGI 2 app (scope → instance; await instance(receive, send)) as ASGI 3."""
+
+    def __init__(self, app: Callable[[Scope], Callable[[Receive, Send], Awaitable[None]]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope)(receive, send)
+
+
+class ASGIAdapter:
+    """Starts an `HttpCycle` per request."""
+
+    def __init__(self, app: ASGIApp, config: Config, state: dict[str, Any]) -> None:
+        self.app = app
+        self.root_path = config.root_path
+        self.raw_root_path = config.root_path.encode("utf-8")
+        self.state = state
+
+    def start(self, conn: HttpConnection, request: Request) -> HttpCycle:
+        cycle = HttpCycle(self, conn, request)
+        conn.loop.create_task(cycle.run())
+        return cycle
+
+
+class HttpCycle:
+    __slots__ = ("app", "conn", "request", "scope", "chunks", "buffered", "paused", "body_done",
+                 "final_delivered", "disconnected", "waiter", "started", "head_sent", "complete",
+                 "status", "headers")
+
+    def __init__(self, adapter: ASGIAdapter, conn: HttpConnection, request: Request) -> None:
+        self.app = adapter.app
+        self.conn = conn
+        self.request = request
+        raw_path = request.path
+        root = adapter.root_path
+        self.scope: Scope = {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": request.http_version,
+            "server": conn.sockname,
+            "client": conn.client,
+            "scheme": conn.scheme,
+            "method": request.method.decode("ascii"),
+            "root_path": root,
+            "path": root + decode_path(raw_path) if root else decode_path(raw_path),
+            "raw_path": adapter.raw_root_path + raw_path if root else raw_path,
+            "query_string": request.query,
+            "headers": request.headers,
+            "state": adapter.state.copy(),
+        }
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.paused = False
+        self.body_done = not request.has_body
+        self.final_delivered = False
+        self.disconnected = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.started = False
+        self.head_sent = False
+        self.complete = False
+        self.status = 0
+        self.headers: Any = ()
+
+    # connection → cycle ----------------------------------------------------------------------
+
+    def feed_body(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > HIGH_WATER and not self.paused:
+            self.paused = True
+            self.conn.body_paused(True)
+        self._wake()
+
+    def end_body(self) -> None:
+        self.body_done = True
+        self._wake()
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+        self._wake()
+
+    def writable_changed(self) -> None:
+        pass  # ASGI sends wait on HttpConnection.drain()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # app → cycle -----------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        while True:
+            if self.disconnected or self.complete:
+                return DISCONNECT
+            if self.chunks or (self.body_done and not self.final_delivered):
+                chunks = self.chunks
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.chunks = []
+                self.buffered = 0
+                if self.paused:
+                    self.paused = False
+                    self.conn.body_paused(False)
+                self.final_delivered = self.body_done
+                return {"type": "http.request", "body": body, "more_body": not self.body_done}
+            self.conn.send_continue()
+            self.waiter = self.conn.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    async def send(self, message: Message) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if not self.started:
+            if kind != "http.response.start":
+                raise ASGIProtocolError(f"expected 'http.response.start' first, got {kind!r}")
+            self.started = True
+            self.status = message.get("status")
+            self.headers = message.get("headers", ())
+            return
+        if kind != "http.response.body":
+            if kind == "http.response.start":
+                raise ASGIProtocolError("sent 'http.response.start' twice")
+            raise ASGIProtocolError(f"expected 'http.response.body', got {kind!r}")
+        if self.complete:
+            if self.disconnected:
+                return
+            raise ASGIProtocolError("sent 'http.response.body' after the response was complete")
+        body = message.get("body", b"")
+        if body.__class__ is not bytes:
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise ASGIProtocolError(f"'http.response.body' body must be bytes, got {type(body).__name__}")
+            body = bytes(body)
+        more_body = bool(message.get("more_body", False))
+        if not more_body:
+            self.complete = True
+        try:
+            if self.head_sent:
+                self.conn.send_body(body, more_body)
+            else:
+                self.conn.send_start(self.status, self.headers, body, more_body)
+                self.head_sent = True
+        except ResponseError as exc:
+            self.complete = False
+            raise ASGIProtocolError(str(exc)) from None
+        if more_body:
+            if self.conn.write_paused:
+                await self.conn.drain()
+        else:
+            self._wake()
+
+    async def run(self) -> None:
+        try:
+            await self.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self._fail(None)
+            raise
+        except BaseException as exc:
+            if isinstance(exc, ASGIProtocolError):
+                logger.error("ASGI app broke the protocol: %s", exc, exc_info=exc)
+            else:
+                logger.error("Exception in ASGI application", exc_info=exc)
+            self._fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if not self.started:
+                logger.error("ASGI app returned without sending 'http.response.start'")
+                self._fail(None)
+            elif not self.complete:
+                logger.error("ASGI app returned without completing the response (more_body was still true)")
+                self._fail(None)
+
+    def _fail(self, exc: BaseException | None) -> None:
+        if self.complete:
+            return
+        self.complete = True
+        if self.head_sent:
+            self.conn.abort()
+        else:
+            self.head_sent = True
+            self.conn.send_start(500, ERROR_HEADERS, ERROR_BODY, False)
+
+
+class LifespanFailure(Exception):
+    """Startup failed; the server must not serve."""
+
+
+class Lifespan:
+    """The ASGI lifespan protocol: startup before serving, shutdown after; `state` shared into requests."""
+
+    def __init__(self, app: ASGIApp, mode: str) -> None:
+        self.app = app
+        self.mode = mode
+        self.state: dict[str, Any] = {}
+        self.supported = True
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._started = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._failure: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        if self.mode == "off":
+            self.supported = False
+            return
+        self._task = asyncio.get_running_loop().create_task(self._main())
+        await self._inbox.put({"type": "lifespan.startup"})
+        await self._started.wait()
+        if self._failure is not None:
+            raise LifespanFailure(self._failure)
+
+    async def shutdown(self) -> None:
+        if not self.supported or self._task is None or self._task.done():
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        await self._stopped.wait()
+        if self._failure is not None:
+            logger.error("ASGI lifespan shutdown failed: %s", self._failure)
+
+    async def _main(self) -> None:
+        scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
+        try:
+            await self.app(scope, self._receive, self._send)
+        except BaseException as exc:
+            if self._started.is_set() or self.mode == "on":
+                self._failure = f"{type(exc).__name__}: {exc}"
+                logger.error("Exception in ASGI lifespan", exc_info=exc)
+            else:
+                self.supported = False
+                logger.info("ASGI 'lifespan' protocol appears unsupported (%s: %s)", type(exc).__name__, exc)
+        finally:
+            self._started.set()
+            self._stopped.set()
+
+    async def _receive(self) -> Message:
+        return await self._inbox.get()
+
+    async def _send(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "lifespan.startup.complete":
+            self._started.set()
+        elif kind == "lifespan.startup.failed":
+            self._failure = message.get("message") or "lifespan.startup.failed"
+            self._started.set()
+        elif kind == "lifespan.shutdown.complete":
+            self._stopped.set()
+        elif kind == "lifespan.shutdown.failed":
+            self._failure = message.get("message") or "lifespan.shutdown.failed"
+            self._stopped.set()
+        else:
+            raise ASGIProtocolError(f"unexpected lifespan message {kind!r}")

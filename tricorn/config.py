@@ -1,0 +1,363 @@
+"""Every setting, written once.
+
+A setting is a field of the frozen `Config` dataclass whose metadata names its flags, help and
+parser. From that one declaration come the CLI flags (cli.py), the `TRICORN_<NAME>` environment
+variable, the key in `tricorn.toml` or `[tool.tricorn]` in pyproject.toml (dashes or underscores),
+`--print-config` and the configuration reference. Precedence: defaults < file < env < CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .system import effective_cpus
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "TRICORN_"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
+_SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from `30`, `30s`, `500ms`, `5m`, `1h30m`."""
+    text = text.strip().lower()
+    try:
+        value = float(text)
+    except ValueError:
+        if not text or _DURATION_PART.sub("", text):
+            raise ValueError("a duration such as 30, 30s, 500ms, 5m or 1h30m") from None
+        value = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    if value < 0:
+        raise ValueError("a duration that is not negative")
+    return value
+
+
+def size(text: str) -> int:
+    """Bytes from `65536`, `64k`, `16m`, `1g` (binary units; `kb`, `KiB` accepted)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError("a size such as 65536, 64k, 16m or 1g")
+    return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("an integer of at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("an integer of at least 0")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("a port number from 0 to 65535")
+    return value
+
+
+def word_list(text: str) -> tuple[str, ...]:
+    return tuple(part for part in re.split(r"[,\s]+", text) if part)
+
+
+@dataclass(frozen=True)
+class Meta:
+    flags: tuple[str, ...]
+    help: str
+    parse: Callable[[str], Any]
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    repeatable: bool = False
+    is_bool: bool = False
+
+
+def setting(
+    default: Any,
+    *flags: str,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    choices: tuple[str, ...] = (),
+    metavar: str | None = None,
+) -> Any:
+    is_bool = parse is boolean
+    repeatable = isinstance(default, tuple)
+    if choices:
+        parse = _choice_parser(choices)
+    meta = Meta(flags, help, parse, choices, metavar, repeatable, is_bool)
+    return field(default=default, metadata={"setting": meta})
+
+
+def _choice_parser(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+@dataclass(frozen=True)
+class Config:
+    """The merged configuration of one tricorn run. Build it with `load()`."""
+
+    app: str | None = setting(None, help="the application, as module:attribute or module:factory()")
+    config: str | None = setting(
+        None, "-c", "--config", metavar="FILE",
+        help="config file (default: ./tricorn.toml, else [tool.tricorn] in ./pyproject.toml)",
+    )
+    factory: bool = setting(False, "--factory", parse=boolean, help="APP is a factory: call it to get the app")
+    app_dir: str = setting(".", "--app-dir", metavar="DIR", help="directory put first on sys.path to import APP")
+    interface: str = setting(
+        "auto", "--interface", choices=("auto", "asgi3", "asgi2", "wsgi"),
+        help="application interface; auto detects it from the callable",
+    )
+    bind: tuple[str, ...] = setting(
+        (), "-b", "--bind", parse=word_list, metavar="ADDRESS",
+        help="listen on HOST:PORT, [::1]:PORT, unix:/path or fd://N; repeatable (default 127.0.0.1:8000)",
+    )
+    host: str | None = setting(None, "--host", help="shortcut for --bind HOST:PORT (with --port)")
+    port: int | None = setting(None, "--port", parse=port_number, help="shortcut for --bind HOST:PORT (with --host)")
+    backlog: int = setting(2048, "--backlog", parse=positive_int, help="listen() backlog of each listener")
+    threads: int | None = setting(
+        None, "--threads", parse=positive_int,
+        help="WSGI thread pool size (default: effective CPUs + 4, at most 32)",
+    )
+    keep_alive: float = setting(
+        5.0, "--keep-alive", "--timeout-keep-alive", parse=duration, metavar="DURATION",
+        help="close a keep-alive connection idle this long",
+    )
+    timeout_header: float = setting(
+        10.0, "--timeout-header", parse=duration, metavar="DURATION",
+        help="close a connection whose request head has not fully arrived this long after it was "
+        "accepted or after its previous response",
+    )
+    graceful_timeout: float = setting(
+        30.0, "--graceful-timeout", parse=duration, metavar="DURATION",
+        help="on shutdown, wait this long for in-flight requests to finish",
+    )
+    limit_request_line: int = setting(
+        8190, "--limit-request-line", parse=positive_int, metavar="BYTES",
+        help="longest request target accepted, else 414",
+    )
+    limit_request_fields: int = setting(
+        100, "--limit-request-fields", parse=positive_int, metavar="N",
+        help="most header fields in a request, else 431",
+    )
+    limit_request_field_size: int = setting(
+        8190, "--limit-request-field-size", parse=positive_int, metavar="BYTES",
+        help="largest header field (name + value), else 431",
+    )
+    limit_request_head: int = setting(
+        65536, "--limit-request-head", parse=size, metavar="SIZE",
+        help="largest request head (request line and all headers), else 431",
+    )
+    limit_request_body: int = setting(
+        0, "--limit-request-body", parse=size, metavar="SIZE",
+        help="largest request body, else 413; 0 means no limit",
+    )
+    limit_concurrency: int | None = setting(
+        None, "--limit-concurrency", parse=positive_int, metavar="N",
+        help="most requests in progress at once; beyond it answer 503",
+    )
+    root_path: str = setting("", "--root-path", metavar="PATH", help="mount path of the app (ASGI root_path, WSGI SCRIPT_NAME)")
+    lifespan: str = setting("auto", "--lifespan", choices=("auto", "on", "off"), help="ASGI lifespan protocol")
+    loop: str = setting("auto", "--loop", choices=("auto", "uvloop", "asyncio"), help="event loop implementation")
+    log_level: str = setting(
+        "info", "--log-level", choices=("critical", "error", "warning", "info", "debug"), help="error log level",
+    )
+    access_log: bool = setting(True, "--access-log", parse=boolean, help="write an access log line per request")
+    access_logfile: str = setting("-", "--access-logfile", metavar="FILE", help="access log destination; - is stdout")
+    access_logformat: str = setting(
+        DEFAULT_ACCESS_LOG_FORMAT, "--access-logformat", metavar="FORMAT",
+        help="access log format with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p {header}i {header}o",
+    )
+    access_log_json: bool = setting(False, "--access-log-json", parse=boolean, help="write access log lines as JSON")
+    server_header: bool = setting(True, "--server-header", parse=boolean, help="send a Server: tricorn header")
+    date_header: bool = setting(True, "--date-header", parse=boolean, help="send a Date header")
+
+    def listeners(self) -> tuple[str, ...]:
+        """The addresses to listen on: --bind, else --host/--port, else 127.0.0.1:8000."""
+        if self.bind:
+            return self.bind
+        host = self.host or "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return (f"{host}:{8000 if self.port is None else self.port}",)
+
+    def thread_count(self) -> tuple[int, str]:
+        """WSGI threads and why that many."""
+        if self.threads is not None:
+            return self.threads, "set"
+        cpus, why = effective_cpus()
+        return min(32, cpus + 4), f"{cpus} CPUs ({why}) + 4, at most 32"
+
+
+SETTINGS: dict[str, Meta] = {f.name: f.metadata["setting"] for f in dataclasses.fields(Config)}
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config)}
+# app is the positional argument, config chooses the file: neither belongs in a config file.
+FILE_KEYS = {name for name in SETTINGS if name not in ("app", "config")}
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse(name: str, raw: Any, origin: str) -> Any:
+    meta = SETTINGS[name]
+    try:
+        if meta.repeatable:
+            items = word_list(raw) if isinstance(raw, str) else raw
+            if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+                raise ValueError("a list of strings")
+            return tuple(items)
+        if isinstance(raw, bool):
+            if not meta.is_bool:
+                raise ValueError(_expectation(meta))
+            return raw
+        if isinstance(raw, (int, float)) and meta.parse is not str:
+            raw = str(raw)
+        if not isinstance(raw, str):
+            raise ValueError(_expectation(meta))
+        return meta.parse(raw)
+    except ValueError as exc:
+        shown = raw if isinstance(raw, str) else repr(raw)
+        raise ConfigError(f"{origin}: invalid value {shown!r} for {name}: expected {exc}") from None
+
+
+def _expectation(meta: Meta) -> str:
+    return "true or false" if meta.is_bool else "a string"
+
+
+def find_config_file(explicit: str | None, cwd: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The config file in effect and its tricorn table, or None."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {explicit} not found; check --config / {env_name('config')}")
+        return path, _read_table(path)
+    for candidate in (cwd / "tricorn.toml", cwd / "pyproject.toml"):
+        if candidate.is_file():
+            table = _read_table(candidate)
+            if candidate.name == "tricorn.toml" or table:
+                return candidate, table
+    return None
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if path.name == "pyproject.toml":
+        table = document.get("tool", {}).get("tricorn", {})
+        return table if isinstance(table, dict) else {}
+    return document
+
+
+def unknown_key_message(key: str, origin: str) -> str:
+    known = sorted(k.replace("_", "-") for k in FILE_KEYS)
+    close = difflib.get_close_matches(key.replace("_", "-"), known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "see `tricorn --help` for the settings"
+    return f"{origin}: unknown setting {key!r}; {hint}"
+
+
+def load(
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[Config, dict[str, str]]:
+    """Merge defaults < config file < TRICORN_* env < CLI; return the config and each value's origin.
+
+    `cli` holds only what was given on the command line, as strings or lists of strings
+    (booleans as bool): cli.py parses with defaults suppressed.
+    """
+    cli = dict(cli or {})
+    environ = os.environ if environ is None else environ
+    cwd = cwd or Path.cwd()
+    values: dict[str, Any] = dict(DEFAULTS)
+    sources = {name: "default" for name in values}
+
+    explicit = cli.get("config") or environ.get(env_name("config"))
+    found = find_config_file(explicit, cwd)
+    if found:
+        path, table = found
+        origin = str(path) if path.name == "tricorn.toml" else f"{path} [tool.tricorn]"
+        for key, raw in table.items():
+            name = key.replace("-", "_")
+            if name not in FILE_KEYS:
+                raise ConfigError(unknown_key_message(key, origin))
+            values[name] = _parse(name, raw, origin)
+            sources[name] = origin
+
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in SETTINGS or name == "app":
+            raise ConfigError(unknown_key_message(name, f"environment variable {key}"))
+        values[name] = _parse(name, raw, f"environment variable {key}")
+        sources[name] = f"env {key}"
+
+    for name, raw in cli.items():
+        flag = SETTINGS[name].flags[-1] if SETTINGS[name].flags else "APP"
+        values[name] = _parse(name, raw, f"command line {flag}")
+        sources[name] = "command line"
+
+    return Config(**values), sources
+
+
+def describe(config: Config, sources: Mapping[str, str]) -> str:
+    """`--print-config`: each setting as TOML with where its value came from."""
+    lines = []
+    for name in SETTINGS:
+        value = getattr(config, name)
+        lines.append(f"{name.replace('_', '-')} = {_toml(value)}  # {sources.get(name, 'default')}")
+    threads, why = config.thread_count()
+    lines.append(f"# derived: listeners = {_toml(config.listeners())}")
+    lines.append(f"# derived: threads = {threads} ({why})")
+    return "\n".join(lines)
+
+
+def _toml(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,274 @@
+"""The asyncio Protocol of one client connection: the only code that touches a transport.
+
+Theory of operation. Bytes go to `h1.RequestParser`; its events are acted on in order. A `Request`
+starts a cycle on the app adapter (ASGI or WSGI: they differ only in how the app is called);
+body events go to that cycle; a request that arrives while one is in progress (pipelining) waits
+in `pending` with reading paused, so memory stays bounded. The adapter answers through
+`send_start` / `send_body`, which frame the response (h1.Response) and, on the last piece,
+either start the next pending request or close. Reading pauses when a cycle's unread body passes
+the high-water mark; the app's writes wait (`drain`) while the transport's buffer is full.
+
+Timeouts are deadlines on the loop clock, checked by one sweep for all connections (server.py),
+so a request costs a float assignment rather than a timer handle:
+  head not complete `timeout_header` after accept or after the previous response → close
+  idle keep-alive connection for `keep_alive` → close
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .h1 import END, ProtocolError, Request, Response, error_response
+
+if TYPE_CHECKING:
+    from .worker import ServerState
+
+logger = logging.getLogger("tricorn.error")
+
+HIGH_WATER = 64 * 1024  # unread request body that pauses reading (uvicorn and h11 use 64 KiB too)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Cycle(Protocol):
+    """What the connection needs from an adapter's request/response cycle."""
+
+    def feed_body(self, data: bytes) -> None: ...
+    def end_body(self) -> None: ...
+    def disconnect(self) -> None: ...
+    def writable_changed(self) -> None: ...
+
+
+class HttpConnection(asyncio.Protocol):
+    __slots__ = (
+        "server", "loop", "transport", "parser", "cycle", "request", "response", "pending",
+        "deadline", "idle", "closed", "client", "sockname", "scheme", "body_done", "started_at",
+        "continue_sent", "write_paused", "_drain_waiters", "_paused_body", "_paused_pipeline",
+        "_reading_paused",
+    )
+
+    def __init__(self, server: ServerState) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = server.new_parser()
+        self.cycle: Cycle | None = None
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.pending: deque[object] = deque()
+        self.deadline = 0.0
+        self.idle = False
+        self.closed = False
+        self.client: tuple[str, int] | None = None
+        self.sockname: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.body_done = False
+        self.started_at = 0.0
+        self.continue_sent = False
+        self.write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._paused_body = False
+        self._paused_pipeline = False
+        self._reading_paused = False
+
+    # transport events ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.client = _address(transport.get_extra_info("peername"))
+        self.sockname = _address(transport.get_extra_info("sockname"))
+        self.deadline = self.loop.time() + self.server.config.timeout_header
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self.cycle is not None:
+            self.cycle.disconnect()  # the adapter still ends the cycle when the app returns
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.idle:
+            self.idle = False
+            self.deadline = self.loop.time() + self.server.config.timeout_header
+        for event in self.parser.receive_data(data):
+            self._dispatch(event)
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still be waiting for the answer to what it sent.
+        if self.cycle is None and not self.pending:
+            self.transport.close()
+        return None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.cycle is not None:
+            self.cycle.writable_changed()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        if self.cycle is not None:
+            self.cycle.writable_changed()
+
+    # requests ------------------------------------------------------------------------------
+
+    def _dispatch(self, event: object) -> None:
+        cls = event.__class__
+        if self.pending or (cls is Request and self.cycle is not None):
+            self.pending.append(event)
+            self._set_paused(pipeline=True)
+        elif cls is bytes:
+            self.cycle.feed_body(event)  # type: ignore[union-attr, arg-type]
+        elif event is END:
+            self.body_done = True
+            self.cycle.end_body()  # type: ignore[union-attr]
+        elif cls is Request:
+            self._start(event)  # type: ignore[arg-type]
+        elif self.cycle is not None and self.body_done:
+            self.pending.append(event)  # answer the request in progress first, then refuse
+        else:
+            self._refuse(event)  # type: ignore[arg-type]
+
+    def _start(self, request: Request) -> None:
+        server = self.server
+        self.deadline = 0.0
+        limit = server.config.limit_concurrency
+        if limit is not None and server.in_flight >= limit:
+            self._refuse(ProtocolError(503, "Service unavailable: too many requests in progress"))
+            return
+        server.in_flight += 1
+        server.requests += 1
+        self.request = request
+        self.response = Response(request, server.config.server_header, server.config.date_header)
+        self.body_done = not request.has_body
+        self.continue_sent = False
+        if server.access_log is not None:
+            self.started_at = self.loop.time()
+        self.cycle = server.adapter.start(self, request)
+
+    def _refuse(self, error: ProtocolError) -> None:
+        if error.status and not self.closed:
+            self.transport.write(error_response(error.status, error.reason, self.server.config.server_header))
+            logger.debug("refused a request from %s: %d %s", self.client, error.status, error.reason)
+        self.transport.close()
+
+    # the adapter's side --------------------------------------------------------------------
+
+    def send_start(self, status: int, headers: Any, body: bytes, more_body: bool) -> None:
+        """Head and first body piece; raises h1.ResponseError for a response HTTP cannot carry."""
+        data = self.response.start(status, headers, body, more_body)  # type: ignore[union-attr]
+        if not self.closed:
+            self.transport.write(data)
+        if not more_body:
+            self._finish_cycle()
+
+    def send_body(self, body: bytes, more_body: bool) -> None:
+        data = self.response.data(body, more_body)  # type: ignore[union-attr]
+        if data and not self.closed:
+            self.transport.write(data)
+        if not more_body:
+            self._finish_cycle()
+
+    def send_continue(self) -> None:
+        """Answer `Expect: 100-continue` once the app first asks for the body (RFC 9110 10.1.1)."""
+        request = self.request
+        if request is not None and request.expect_continue and not self.continue_sent and not self.closed:
+            self.continue_sent = True
+            if self.response is not None and not self.response.status:
+                self.transport.write(CONTINUE)
+
+    def abort(self) -> None:
+        """The response cannot be completed: close so the client does not take it as whole."""
+        if self.response is not None:
+            self.response.keep_alive = False
+        if not self.closed:
+            self.transport.close()
+        if self.cycle is not None:
+            self._finish_cycle()
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closed:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def body_paused(self, paused: bool) -> None:
+        self._set_paused(body=paused)
+
+    def _finish_cycle(self) -> None:
+        server = self.server
+        response = self.response
+        request = self.request
+        server.in_flight -= 1
+        if server.access_log is not None and request is not None and response is not None:
+            server.access_log.log(self, request, response, self.loop.time() - self.started_at)
+        self.cycle = None
+        self.request = None
+        self.response = None
+        if self.closed:
+            return
+        keep = (
+            response is not None and response.keep_alive and response.complete_length
+            and self.body_done and not server.shutting_down
+        )
+        if not keep:
+            self.transport.close()
+            return
+        self._paused_body = False
+        if self.pending:
+            pending = self.pending
+            self.pending = deque()
+            while pending:
+                event = pending.popleft()
+                if self.cycle is not None and event.__class__ is Request:
+                    pending.appendleft(event)
+                    self.pending = pending
+                    return
+                self._dispatch(event)
+                if self.closed:
+                    return
+            self._set_paused(pipeline=False)
+        else:
+            self._set_paused(pipeline=False)
+        if self.cycle is None:
+            self.idle = True
+            self.deadline = self.loop.time() + server.config.keep_alive
+
+    def _set_paused(self, body: bool | None = None, pipeline: bool | None = None) -> None:
+        if body is not None:
+            self._paused_body = body
+        if pipeline is not None:
+            self._paused_pipeline = pipeline
+        paused = self._paused_body or self._paused_pipeline
+        if paused != self._reading_paused and not self.closed:
+            self._reading_paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    # the server's side ---------------------------------------------------------------------
+
+    def check_deadline(self, now: float) -> None:
+        if self.deadline and now >= self.deadline and self.cycle is None:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Close now if no request is in progress; otherwise after its response."""
+        if self.cycle is None:
+            self.transport.close()
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return str(value[0]), int(value[1])
+    return None

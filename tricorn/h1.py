@@ -1,0 +1,425 @@
+"""Sans-I/O HTTP/1.1 for the server side, over httptools (llhttp).
+
+Theory of operation. `RequestParser.receive_data(bytes)` returns the events those bytes complete,
+in order: a `Request` when a head is complete, `bytes` for each piece of body, `END` when the
+message is complete, and at most one `ProtocolError`, always last: after it the parser is dead and
+the connection must answer `error_response(error)` (if nothing else is in flight) and close.
+Pipelined requests simply produce several groups of events; the connection decides when to act
+on them. `Response` turns an app's status, headers and body pieces into bytes, choosing the
+framing (Content-Length, chunked, or close-delimited) and the keep-alive verdict.
+
+llhttp already rejects what makes request smuggling possible: Content-Length together with
+Transfer-Encoding, duplicate or malformed Content-Length, bad chunk sizes, obs-fold, bare CR or LF
+and NUL. On top of it this module enforces the size limits, Host (RFC 9112 3.2), Transfer-Encoding
+on HTTP/1.0 and unknown codings (RFC 9112 6.1), the request-target forms (RFC 9112 3.2), and keeps
+trailers out of the headers.
+"""
+
+from __future__ import annotations
+
+import http
+import re
+import time
+from collections.abc import Iterable
+from email.utils import formatdate
+
+import httptools
+
+from .errors import ProtocolError
+
+__all__ = ["END", "ProtocolError", "Request", "RequestParser", "Response", "ResponseError", "check_header", "error_response"]
+
+
+class _EndOfMessage:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = _EndOfMessage()
+
+# The headers whose values decide framing, routing or the connection's fate; collected apart so
+# that on_headers_complete need not scan every header.
+_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+
+
+class Request:
+    """A complete request head. Header names are lowercased bytes, in arrival order."""
+
+    __slots__ = (
+        "method", "target", "path", "query", "http_version", "headers",
+        "keep_alive", "expect_continue", "has_body", "upgrade",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        path: bytes,
+        query: bytes,
+        http_version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        expect_continue: bool,
+        has_body: bool,
+        upgrade: bytes | None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.http_version = http_version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.has_body = has_body
+        self.upgrade = upgrade
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method.decode()} {self.target!r} HTTP/{self.http_version}>"
+
+
+class RequestParser:
+    """Bytes in, events out, for one connection's requests."""
+
+    def __init__(
+        self,
+        limit_request_line: int = 8190,
+        limit_request_fields: int = 100,
+        limit_request_field_size: int = 8190,
+        limit_request_head: int = 65536,
+        limit_request_body: int = 0,
+    ) -> None:
+        self.limit_request_line = limit_request_line
+        self.limit_request_fields = limit_request_fields
+        self.limit_request_field_size = limit_request_field_size
+        self.limit_request_head = limit_request_head
+        self.limit_request_body = limit_request_body
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: list[object] = []
+        self._in_head = False
+        self._head_bytes = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._framing: list[tuple[bytes, bytes]] = []
+        self._body_bytes = 0
+        self._discard_upgrade_body = False
+        self.dead = False
+
+    def receive_data(self, data: bytes) -> list[object]:
+        if self.dead:
+            return []
+        events = self._events = []
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # llhttp stops at an Upgrade; we serve it as plain HTTP and go on with a new parser.
+            # on_headers_complete refused an upgrade request with a body, so nothing is skipped.
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self._parser = httptools.HttpRequestParser(self)
+            if offset < len(data):
+                rest = self.receive_data(data[offset:])
+                events.extend(rest)
+                self._events = events
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            events.append(cause if isinstance(cause, ProtocolError) else ProtocolError(400, str(exc)))
+            self.dead = True
+        except httptools.HttpParserInvalidMethodError:
+            events.append(self._invalid_method(data))
+            self.dead = True
+        except httptools.HttpParserError as exc:
+            events.append(ProtocolError(400, f"Invalid HTTP request: {exc}"))
+            self.dead = True
+        else:
+            if self._in_head:
+                self._head_bytes += len(data)
+                if self._head_bytes > self.limit_request_head:
+                    events.append(ProtocolError(431, "Request header fields too large"))
+                    self.dead = True
+        return events
+
+    def _invalid_method(self, data: bytes) -> ProtocolError:
+        if self._in_head or not _TOKEN_LINE.match(data):
+            # Not HTTP at all (a TLS ClientHello, binary garbage): close without an answer.
+            return ProtocolError(0, "Not an HTTP request")
+        return ProtocolError(501, "Method not implemented")
+
+    # httptools callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._url = b""
+        self._headers = []
+        self._framing = []
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limit_request_line:
+            raise ProtocolError(414, "Request-URI too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > self.limit_request_field_size:
+            raise ProtocolError(431, "Request header field too large")
+        if not self._in_head:
+            return  # a trailer field: never merged into the headers the app saw
+        if len(self._headers) >= self.limit_request_fields:
+            raise ProtocolError(431, "Too many request header fields")
+        name = name.lower()
+        self._headers.append((name, value))
+        if name in _FRAMING:
+            self._framing.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise ProtocolError(505, "HTTP version not supported")
+        method = parser.get_method()
+        hosts = 0
+        chunked = False
+        length = 0
+        expect_continue = False
+        upgrade = None
+        for name, value in self._framing:
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                length = int(value)  # llhttp accepted it, so it is digits only
+            elif name == b"transfer-encoding":
+                if version == "1.0":
+                    raise ProtocolError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
+                if chunked:
+                    raise ProtocolError(400, "Duplicate Transfer-Encoding")
+                if value.strip(b" \t").lower() != b"chunked":
+                    raise ProtocolError(501, "Unsupported Transfer-Encoding")
+                chunked = True
+            elif name == b"expect":
+                if value.lower() != b"100-continue":
+                    raise ProtocolError(417, "Expectation failed")
+                expect_continue = version == "1.1"
+            else:
+                upgrade = value
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            raise ProtocolError(400, "HTTP/1.1 requests need exactly one Host header")
+        if self.limit_request_body and length > self.limit_request_body:
+            raise ProtocolError(413, "Request body too large")
+        has_body = chunked or length > 0
+        if parser.should_upgrade() and (has_body or method == b"CONNECT"):
+            # llhttp would skip this body and hand it over as upgraded bytes; as we answer over
+            # HTTP/1.1, those bytes would be read as the next request. Refuse instead.
+            raise ProtocolError(400, "Upgrade requests with a body are not supported")
+
+        target = self._url
+        if target[:1] == b"/":
+            path, _, query = target.partition(b"?")
+        elif target == b"*" and method == b"OPTIONS":
+            path, query = target, b""
+        elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+            rest = target[target.index(b"//") + 2:]
+            slash = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+            path, _, query = (rest[slash:] or b"/").partition(b"?")
+            if path[:1] != b"/":
+                path = b"/" + path
+        else:
+            raise ProtocolError(400, "Invalid request target")
+        if b"#" in path:
+            path = path.partition(b"#")[0]
+        if b"#" in query:
+            query = query.partition(b"#")[0]
+
+        self._in_head = False
+        self._events.append(Request(
+            method, target, path, query, version, self._headers,
+            parser.should_keep_alive(), expect_continue, has_body, upgrade,
+        ))
+
+    def on_body(self, body: bytes) -> None:
+        if self.limit_request_body:
+            self._body_bytes += len(body)
+            if self._body_bytes > self.limit_request_body:
+                raise ProtocolError(413, "Request body too large")
+        self._events.append(body)
+
+    def on_message_complete(self) -> None:
+        self._events.append(END)
+
+
+# Responses -------------------------------------------------------------------------------------
+
+_STATUS_LINES = {
+    int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("ascii") for s in http.HTTPStatus
+}
+_VALID_NAMES: set[bytes] = set()
+_NO_BODY_STATUS = frozenset((204, 304))
+
+
+class ResponseError(Exception):
+    """The app gave a response HTTP cannot carry (bad status or header, body beyond Content-Length)."""
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if not (isinstance(status, int) and 100 <= status <= 999):
+            raise ResponseError(f"invalid status code {status!r}; expected an int from 100 to 999")
+        line = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+_date_cache = [0, b""]
+
+
+def date_header() -> bytes:
+    """`date: ...` for this second; rebuilt once a second at most."""
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[0] = now
+        _date_cache[1] = b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+    return _date_cache[1]  # type: ignore[return-value]
+
+
+def check_header(name: bytes, value: bytes) -> None:
+    if name not in _VALID_NAMES:
+        if not isinstance(name, bytes) or not _TOKEN.fullmatch(name):
+            raise ResponseError(f"invalid header name {name!r}")
+        if len(_VALID_NAMES) < 4096:
+            _VALID_NAMES.add(name)
+    if not isinstance(value, bytes):
+        raise ResponseError(f"header {name!r} has a value of type {type(value).__name__}; expected bytes")
+    if b"\r" in value or b"\n" in value or b"\0" in value:
+        raise ResponseError(f"header {name!r} has a CR, LF or NUL in its value")
+
+
+_CHUNKED = 1
+_LENGTH = 2
+_CLOSE = 3
+_NONE = 4
+
+
+class Response:
+    """The framing of one response: head and body pieces to bytes, and whether the connection stays."""
+
+    __slots__ = ("keep_alive", "status", "headers", "bytes_sent", "_head_only", "_framing", "_remaining",
+                 "_server", "_date", "_http10")
+
+    def __init__(self, request: Request, server_header: bool = True, date: bool = True) -> None:
+        self.keep_alive = request.keep_alive
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.bytes_sent = 0
+        self._head_only = request.method == b"HEAD"
+        self._framing = 0
+        self._remaining = 0
+        self._server = server_header
+        self._date = date
+        self._http10 = request.http_version == "1.0"
+
+    def start(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool) -> bytes:
+        """The head and the first body piece. Without Content-Length, a body given whole gets one."""
+        parts = [status_line(status)]
+        length = None
+        has_server = has_date = False
+        kept = []
+        for header in headers:
+            name, value = header
+            check_header(name, value)
+            lname = name.lower()
+            if lname == b"content-length":
+                if length is not None or not value.strip().isdigit():
+                    raise ResponseError(f"invalid or repeated content-length {value!r}")
+                length = int(value)
+            elif lname == b"transfer-encoding" or lname == b"connection":
+                if lname == b"connection" and b"close" in value.lower():
+                    self.keep_alive = False
+                continue  # framing and connection management are ours
+            elif lname == b"server":
+                has_server = True
+            elif lname == b"date":
+                has_date = True
+            kept.append((lname, value))
+            parts.append(name + b": " + value + b"\r\n")
+        self.status = status
+        self.headers = kept
+        if self._server and not has_server:
+            parts.append(b"server: tricorn\r\n")
+        if self._date and not has_date:
+            parts.append(date_header())
+
+        if self._head_only or status in _NO_BODY_STATUS or status < 200:
+            self._framing = _NONE
+            if self._head_only and length is None and not more_body and body:
+                parts.append(b"content-length: %d\r\n" % len(body))
+        elif length is not None:
+            self._framing = _LENGTH
+            self._remaining = length
+        elif not more_body:
+            self._framing = _LENGTH
+            self._remaining = len(body)
+            parts.append(b"content-length: %d\r\n" % len(body))
+        elif self._http10:
+            self._framing = _CLOSE
+            self.keep_alive = False
+        else:
+            self._framing = _CHUNKED
+            parts.append(b"transfer-encoding: chunked\r\n")
+
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n\r\n")
+        elif self._http10:
+            parts.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        head = b"".join(parts)
+        return head + self.data(body, more_body) if body or not more_body else head
+
+    def data(self, body: bytes, more_body: bool) -> bytes:
+        """A body piece, framed; the last one (more_body False) ends the message."""
+        framing = self._framing
+        if framing == _LENGTH:
+            self._remaining -= len(body)
+            if self._remaining < 0:
+                raise ResponseError("the app sent more body than its content-length")
+            if not more_body and self._remaining:
+                self.keep_alive = False  # short body: only closing tells the client it is incomplete
+            self.bytes_sent += len(body)
+            return body
+        if framing == _CHUNKED:
+            self.bytes_sent += len(body)
+            if body:
+                chunk = b"%x\r\n%b\r\n" % (len(body), body)
+                return chunk + b"0\r\n\r\n" if not more_body else chunk
+            return b"" if more_body else b"0\r\n\r\n"
+        if framing == _CLOSE:
+            self.bytes_sent += len(body)
+            return body
+        return b""
+
+    def account(self, sent: int) -> None:
+        """Body bytes that went out without data() (os.sendfile)."""
+        self._remaining -= sent
+        self.bytes_sent += sent
+
+    @property
+    def complete_length(self) -> bool:
+        """False when a Content-Length response ended short."""
+        return self._framing != _LENGTH or self._remaining == 0
+
+
+def error_response(status: int, reason: str, server_header: bool = True) -> bytes:
+    """A complete response for a request we refuse; the connection closes after it."""
+    body = (reason + "\n").encode("utf-8", "replace")
+    return b"".join((
+        status_line(status),
+        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"server: tricorn\r\n" if server_header else b"",
+        date_header(),
+        b"connection: close\r\n\r\n",
+        body,
+    ))

@@ -1,0 +1,159 @@
+"""One serving process: event loop, lifespan, listeners, timeout sweep, graceful drain.
+
+Shutdown order (SIGTERM or SIGINT): stop accepting; close idle connections and mark busy ones to
+close after their response; wait for in-flight requests up to --graceful-timeout; close what is
+left; run lifespan shutdown; stop the WSGI threads. A second SIGINT exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from . import sockets as sockets_module
+from .asgi import ASGI2App, ASGIAdapter, Lifespan, LifespanFailure
+from .config import Config
+from .connection import HttpConnection
+from .h1 import RequestParser
+from .logs import AccessLog
+from .wsgi import WSGIAdapter
+
+logger = logging.getLogger("tricorn.error")
+
+EXIT_BOOT_FAILURE = 3  # gunicorn's WORKER_BOOT_ERROR
+
+
+class ServerState:
+    """What every connection of this process shares."""
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, access_log: AccessLog | None) -> None:
+        self.config = config
+        self.loop = loop
+        self.access_log = access_log
+        self.adapter: Any = None
+        self.connections: set[HttpConnection] = set()
+        self.in_flight = 0
+        self.requests = 0
+        self.shutting_down = False
+
+    def new_parser(self) -> RequestParser:
+        c = self.config
+        return RequestParser(
+            c.limit_request_line, c.limit_request_fields, c.limit_request_field_size,
+            c.limit_request_head, c.limit_request_body,
+        )
+
+
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class Worker:
+    def __init__(
+        self, config: Config, app: Any, interface: str, listeners: list[socket.socket],
+        access_log: AccessLog | None,
+    ) -> None:
+        self.config = config
+        self.app = app
+        self.interface = interface
+        self.listeners = listeners
+        self.access_log = access_log
+        self.exit_code = 0
+        self._stop: asyncio.Event | None = None
+        self._signals = 0
+        self._sweep_handle: asyncio.TimerHandle | None = None
+
+    def run(self) -> int:
+        loop = new_event_loop(self.config.loop)
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self.serve(loop))
+        finally:
+            loop.close()
+        return self.exit_code
+
+    def handle_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1 and signum == signal.SIGINT:
+            logger.warning("second interrupt: exiting at once")
+            os._exit(1)
+        assert self._stop is not None
+        self._stop.set()
+
+    async def serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        config = self.config
+        self._stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.handle_signal, signum)
+        state = ServerState(config, loop, self.access_log)
+
+        lifespan = None
+        if self.interface == "wsgi":
+            threads, _ = config.thread_count()
+            state.adapter = WSGIAdapter(self.app, config, threads)
+        else:
+            app = ASGI2App(self.app) if self.interface == "asgi2" else self.app
+            lifespan = Lifespan(app, config.lifespan)
+            try:
+                await lifespan.startup()
+            except LifespanFailure as exc:
+                logger.error("Application startup failed: %s. Exiting.", exc)
+                self.exit_code = EXIT_BOOT_FAILURE
+                return
+            state.adapter = ASGIAdapter(app, config, lifespan.state)
+
+        servers = []
+        for sock in self.listeners:
+            servers.append(await loop.create_server(lambda: HttpConnection(state), sock=sock, backlog=config.backlog))
+            logger.info("Listening at: %s (%d)", sockets_module.describe(sock), os.getpid())
+        logger.info("Serving %s (%s)", config.app, self.interface)
+        self._start_sweep(state)
+
+        await self._stop.wait()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        logger.info("Shutting down: waiting up to %gs for %d request(s) in progress",
+                    config.graceful_timeout, state.in_flight)
+        for server in servers:
+            server.close()
+        state.shutting_down = True
+        for conn in list(state.connections):
+            conn.shutdown()
+        deadline = loop.time() + config.graceful_timeout
+        while state.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if state.in_flight:
+            logger.warning("graceful timeout: closing %d connection(s) with requests in progress", state.in_flight)
+        for conn in list(state.connections):
+            conn.transport.abort()
+        if lifespan is not None:
+            await lifespan.shutdown()
+        if isinstance(state.adapter, WSGIAdapter):
+            state.adapter.close(timeout=1.0)
+        logger.info("Finished server process (%d)", os.getpid())
+
+    def _start_sweep(self, state: ServerState) -> None:
+        """Close connections past their deadline (connection.py explains the deadlines)."""
+        config = self.config
+        tick = max(0.05, min(0.5, config.timeout_header / 4, config.keep_alive / 4))
+        loop = state.loop
+
+        def run() -> None:
+            now = loop.time()
+            for conn in list(state.connections):
+                conn.check_deadline(now)
+            self._sweep_handle = loop.call_later(tick, run)
+
+        self._sweep_handle = loop.call_later(tick, run)

@@ -1,0 +1,483 @@
+"""WSGI (PEP 3333) on a bounded thread pool; the event loop never runs app code.
+
+Theory of operation. The loop parses the request and hands the cycle to a pool thread once the
+body has fully arrived or passed the high-water mark (so a slow uploader of a small body holds no
+thread), or at once when the request has no body or expects 100-continue. `wsgi.input` reads from
+a buffer the loop fills under a condition variable; reading pauses at the high-water mark and
+resumes as the app consumes. The thread's writes cross to the loop with call_soon_threadsafe and
+wait while more than the high-water mark is queued or the transport is paused, so a fast
+generator and a slow client cannot grow memory. A list response is joined and sent in one write
+with a Content-Length; `wsgi.file_wrapper` over a regular file uses os.sendfile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import select
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+
+from .connection import HIGH_WATER
+from .h1 import Request, ResponseError, check_header
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .connection import HttpConnection
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+logger = logging.getLogger("tricorn.error")
+
+ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+ERROR_BODY = b"Internal Server Error\n"
+
+
+class WSGIProtocolError(Exception):
+    """The app broke the WSGI contract; the message says how."""
+
+
+class ClientDisconnected(OSError):
+    """The client went away while the app was reading the body or writing the response."""
+
+
+class ThreadPool:
+    """A fixed set of threads taking callables from one queue."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"tricorn-wsgi-{i}", daemon=True) for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._queue.put(job)
+
+    def _work(self) -> None:
+        get = self._queue.get
+        while (job := get()) is not None:
+            job()
+
+    def shutdown(self, timeout: float) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper`: iterates a file in blocks; the server sends regular files with sendfile."""
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while data := read(self.blksize):
+            yield data
+
+
+class WSGIAdapter:
+    def __init__(self, app: WSGIApp, config: Config, threads: int, multiprocess: bool = False) -> None:
+        self.app = app
+        self.pool = ThreadPool(threads)
+        self.root_path = config.root_path
+        self.base_environ = {
+            "SCRIPT_NAME": config.root_path,
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.version": (1, 0),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+        }
+
+    def start(self, conn: HttpConnection, request: Request) -> WSGICycle:
+        cycle = WSGICycle(self, conn, request)
+        if not request.has_body or request.expect_continue:
+            cycle.dispatch()
+        return cycle
+
+    def close(self, timeout: float) -> None:
+        self.pool.shutdown(timeout)
+
+
+class WSGICycle:
+    def __init__(self, adapter: WSGIAdapter, conn: HttpConnection, request: Request) -> None:
+        self.adapter = adapter
+        self.conn = conn
+        self.loop = conn.loop
+        self.request = request
+        self.cond = threading.Condition(threading.Lock())
+        # loop → thread: the body
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.paused = False
+        self.body_done = not request.has_body
+        self.disconnected = False
+        self.dispatched = False
+        self.continue_asked = False
+        # thread → loop: the response
+        self.queued = 0
+        self.failed = False
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_sent = False
+
+    # loop thread -------------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        if not self.dispatched:
+            self.dispatched = True
+            self.adapter.pool.submit(self.run)
+
+    def feed_body(self, data: bytes) -> None:
+        with self.cond:
+            self.chunks.append(data)
+            self.buffered += len(data)
+            if self.buffered > HIGH_WATER and not self.paused:
+                self.paused = True
+                self.conn.body_paused(True)
+            self.cond.notify_all()
+        if self.buffered >= HIGH_WATER:
+            self.dispatch()
+
+    def end_body(self) -> None:
+        with self.cond:
+            self.body_done = True
+            self.cond.notify_all()
+        self.dispatch()
+
+    def disconnect(self) -> None:
+        with self.cond:
+            self.disconnected = True
+            self.cond.notify_all()
+        if not self.dispatched:
+            self.dispatched = True
+            self.conn.abort()  # the app was never called and never will be
+
+    def writable_changed(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def _flush(self, data: bytes, more_body: bool, start: bool) -> None:
+        try:
+            if self.failed:
+                return
+            if start:
+                self.conn.send_start(self.status, self.headers, data, more_body)  # type: ignore[arg-type]
+            else:
+                self.conn.send_body(data, more_body)
+        except ResponseError as exc:
+            logger.error("WSGI app broke the protocol: %s", exc)
+            self.failed = True
+            self.conn.abort()
+        finally:
+            with self.cond:
+                self.queued -= len(data)
+                self.cond.notify_all()
+
+    def _resume_reading(self) -> None:
+        self.conn.body_paused(False)
+
+    # pool thread -------------------------------------------------------------------------------
+
+    def take_body(self) -> bytes:
+        """Everything buffered, waiting for some; b"" at the end of the body."""
+        with self.cond:
+            while not self.chunks:
+                if self.disconnected:
+                    raise ClientDisconnected("client disconnected while the app read the body")
+                if self.body_done:
+                    return b""
+                if not self.continue_asked:
+                    self.continue_asked = True
+                    self.loop.call_soon_threadsafe(self.conn.send_continue)
+                self.cond.wait()
+            chunks = self.chunks
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.chunks = []
+            self.buffered = 0
+            if self.paused:
+                self.paused = False
+                self.loop.call_soon_threadsafe(self._resume_reading)
+            return data
+
+    def _emit(self, data: bytes, more_body: bool, start: bool = False) -> None:
+        conn = self.conn
+        with self.cond:
+            while (self.queued > HIGH_WATER or conn.write_paused) and not self.disconnected and not self.failed:
+                self.cond.wait()
+            if self.disconnected or self.failed:
+                raise ClientDisconnected("client disconnected while the app wrote the response")
+            self.queued += len(data)
+        self.loop.call_soon_threadsafe(self._flush, data, more_body, start)
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise WSGIProtocolError("start_response() called a second time without exc_info")
+        if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+            raise WSGIProtocolError(f"invalid status {status!r}; expected a str such as '200 OK'")
+        encoded = []
+        try:
+            for name, value in headers:
+                if name.__class__ is not str or value.__class__ is not str:
+                    raise WSGIProtocolError(f"header {name!r}: {value!r} is not a pair of str")
+                header = (name.encode("latin-1"), value.encode("latin-1"))
+                check_header(*header)
+                encoded.append(header)
+        except (ResponseError, UnicodeEncodeError, ValueError, TypeError) as exc:
+            raise WSGIProtocolError(f"invalid response headers: {exc}") from None
+        self.status = int(status[:3])
+        self.headers = encoded
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if self.status is None:
+            raise WSGIProtocolError("write() called before start_response()")
+        if data.__class__ is not bytes:
+            raise WSGIProtocolError(f"write() takes bytes, got {type(data).__name__}")
+        if data:
+            self._send(data, True)
+
+    def _send(self, data: bytes, more_body: bool) -> None:
+        if self.head_sent:
+            self._emit(data, more_body)
+        else:
+            if self.status is None:
+                raise WSGIProtocolError("the app returned a body without calling start_response()")
+            self.head_sent = True
+            self._emit(data, more_body, start=True)
+
+    def run(self) -> None:
+        result: Any = None
+        try:
+            result = self.adapter.app(self.environ(), self.start_response)
+            if result is None:
+                raise WSGIProtocolError("the app returned None; a WSGI app must return an iterable of bytes")
+            if result.__class__ is list or result.__class__ is tuple:
+                for chunk in result:
+                    if chunk.__class__ is not bytes:
+                        raise WSGIProtocolError(f"the app's iterable gave {type(chunk).__name__}, not bytes")
+                body = b"".join(result)
+                self._close(result)
+                result = None
+                self._send(body, False)
+            elif isinstance(result, FileWrapper) and self._sendfile(result):
+                pass
+            else:
+                for chunk in result:
+                    if chunk.__class__ is not bytes:
+                        raise WSGIProtocolError(f"the app's iterable gave {type(chunk).__name__}, not bytes")
+                    if chunk:
+                        self._send(chunk, True)
+                self._close(result)
+                result = None
+                self._send(b"", False)
+        except ClientDisconnected:
+            self.loop.call_soon_threadsafe(self.conn.abort)
+        except BaseException as exc:
+            if isinstance(exc, WSGIProtocolError):
+                logger.error("WSGI app broke the protocol: %s", exc, exc_info=exc)
+            else:
+                logger.error("Exception in WSGI application", exc_info=exc)
+            if self.head_sent:
+                self.loop.call_soon_threadsafe(self.conn.abort)
+            else:
+                self.head_sent = True
+                self.status, self.headers = 500, ERROR_HEADERS
+                try:
+                    self._emit(ERROR_BODY, False, start=True)
+                except ClientDisconnected:
+                    self.loop.call_soon_threadsafe(self.conn.abort)
+        finally:
+            if result is not None:
+                self._close(result)
+
+    def _close(self, result: Any) -> None:
+        close = getattr(result, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                logger.exception("Exception in the WSGI response iterable's close()")
+
+    def _sendfile(self, wrapper: FileWrapper) -> bool:
+        """Send a regular file with os.sendfile; False where it cannot be (TLS, not a real file)."""
+        if self.conn.scheme != "http" or self.status is None:
+            return False
+        try:
+            fileno = wrapper.filelike.fileno()
+            offset = wrapper.filelike.tell()
+            size = os.fstat(fileno).st_size
+            sock = self.conn.transport.get_extra_info("socket")
+            sock_fd = sock.fileno()
+        except (AttributeError, OSError, ValueError):
+            return False
+        count = max(0, size - offset)
+        declared = next((int(v) for n, v in self.headers if n.lower() == b"content-length"), None)
+        if declared is None:
+            self.headers.append((b"content-length", str(count).encode()))
+        else:
+            count = min(count, declared)
+        self._send(b"", True)
+        self._wait_drained()
+        sent = 0
+        try:
+            while sent < count:
+                try:
+                    sent += os.sendfile(sock_fd, fileno, offset + sent, count - sent)
+                except BlockingIOError:
+                    select.select([], [sock_fd], [], 1.0)
+                    if self.disconnected:
+                        raise ClientDisconnected("client disconnected during sendfile") from None
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from None
+        self.loop.call_soon_threadsafe(self._account, sent)
+        self._close(wrapper)
+        self._emit(b"", False)
+        return True
+
+    def _account(self, sent: int) -> None:
+        if self.conn.response is not None:
+            self.conn.response.account(sent)
+
+    def _wait_drained(self) -> None:
+        """Block until the loop has written everything queued and the transport buffer is empty."""
+        drained = threading.Event()
+
+        def check() -> None:
+            if self.conn.closed or self.conn.transport.get_write_buffer_size() == 0:
+                drained.set()
+            else:
+                self.loop.call_later(0.001, check)
+
+        while True:
+            with self.cond:
+                if self.queued == 0 or self.disconnected:
+                    break
+                self.cond.wait()
+        self.loop.call_soon_threadsafe(check)
+        drained.wait()
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+
+    def environ(self) -> dict[str, Any]:
+        request = self.request
+        conn = self.conn
+        path = request.path
+        if b"%" in path:
+            path = unquote_to_bytes(path)
+        path_info = path.decode("latin-1")
+        root = self.adapter.root_path
+        if root and (path_info == root or path_info.startswith(root + "/")):
+            path_info = path_info[len(root):]
+        server = conn.sockname or ("localhost", 0)
+        environ = self.adapter.base_environ.copy()
+        environ["REQUEST_METHOD"] = request.method.decode("ascii")
+        environ["PATH_INFO"] = path_info
+        environ["QUERY_STRING"] = request.query.decode("latin-1")
+        environ["SERVER_NAME"] = server[0]
+        environ["SERVER_PORT"] = str(server[1])
+        environ["RAW_URI"] = request.target.decode("latin-1")
+        environ["wsgi.url_scheme"] = conn.scheme
+        environ["wsgi.input"] = InputStream(self)
+        if request.http_version == "1.0":
+            environ["SERVER_PROTOCOL"] = "HTTP/1.0"
+        if conn.client is not None:
+            environ["REMOTE_ADDR"], port = conn.client
+            environ["REMOTE_PORT"] = str(port)
+        for name, value in request.headers:
+            if name == b"content-type":
+                environ["CONTENT_TYPE"] = value.decode("latin-1")
+            elif name == b"content-length":
+                environ["CONTENT_LENGTH"] = value.decode("latin-1")
+            elif b"_" in name:
+                continue  # HTTP_X_USER from "X_User" would pass for "X-User": drop it, as gunicorn does
+            else:
+                key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+                text = value.decode("latin-1")
+                if key in environ:
+                    text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
+                environ[key] = text
+        return environ
+
+
+class InputStream:
+    """`wsgi.input`: the request body, streamed from the connection as the app reads it."""
+
+    def __init__(self, cycle: WSGICycle) -> None:
+        self._cycle = cycle
+        self._buffer = bytearray()
+        self._eof = False
+
+    def _fill(self) -> bool:
+        if self._eof:
+            return False
+        data = self._cycle.take_body()
+        if not data:
+            self._eof = True
+            return False
+        self._buffer += data
+        return True
+
+    def _take(self, n: int) -> bytes:
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            return self._take(len(self._buffer))
+        while len(self._buffer) < size and self._fill():
+            pass
+        return self._take(size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = -1 if size is None else size
+        start = 0
+        while True:
+            newline = self._buffer.find(b"\n", start)
+            if newline >= 0:
+                end = newline + 1
+                break
+            start = len(self._buffer)
+            if 0 <= limit <= start or not self._fill():
+                end = start
+                break
+        return self._take(end if limit < 0 else min(end, limit))
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
