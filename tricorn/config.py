@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import re
 import sys
@@ -327,7 +328,9 @@ def load(
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in SETTINGS or name == "app":
-            raise ConfigError(unknown_key_message(name, f"environment variable {key}"))
+            # Unlike a config file, the environment holds other programs' variables too: warn only.
+            logging.getLogger("tricorn.error").warning(unknown_key_message(name, f"environment variable {key}"))
+            continue
         values[name] = _parse(name, raw, f"environment variable {key}")
         sources[name] = f"env {key}"
 

@@ -30,6 +30,7 @@ logger = logging.getLogger("tricorn.error")
 
 HIGH_WATER = 64 * 1024  # unread request body that pauses reading (uvicorn and h11 use 64 KiB too)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LINGER = 2.0  # seconds a refused connection keeps draining input before it is closed
 
 
 class Cycle(Protocol):
@@ -46,7 +47,7 @@ class HttpConnection(asyncio.Protocol):
         "server", "loop", "transport", "parser", "cycle", "request", "response", "pending",
         "deadline", "idle", "closed", "client", "sockname", "scheme", "body_done", "started_at",
         "continue_sent", "write_paused", "_drain_waiters", "_paused_body", "_paused_pipeline",
-        "_reading_paused",
+        "_reading_paused", "eof",
     )
 
     def __init__(self, server: ServerState) -> None:
@@ -72,6 +73,7 @@ class HttpConnection(asyncio.Protocol):
         self._paused_body = False
         self._paused_pipeline = False
         self._reading_paused = False
+        self.eof = False
 
     # transport events ----------------------------------------------------------------------
 
@@ -100,10 +102,12 @@ class HttpConnection(asyncio.Protocol):
             self._dispatch(event)
 
     def eof_received(self) -> bool | None:
-        # A half-closed client may still be waiting for the answer to what it sent.
-        if self.cycle is None and not self.pending:
-            self.transport.close()
-        return None
+        # A half-closed client may still wait for the answers to requests it sent whole; a body
+        # cut short by EOF will never complete, so that request is abandoned.
+        if self.cycle is None and not self.pending or not self.body_done:
+            return None  # the transport closes itself
+        self.eof = True
+        return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -156,10 +160,28 @@ class HttpConnection(asyncio.Protocol):
         self.cycle = server.adapter.start(self, request)
 
     def _refuse(self, error: ProtocolError) -> None:
-        if error.status and not self.closed:
-            self.transport.write(error_response(error.status, error.reason, self.server.config.server_header))
-            logger.debug("refused a request from %s: %d %s", self.client, error.status, error.reason)
-        self.transport.close()
+        if self.closed:
+            return
+        started = self.response is not None and self.response.status
+        self.closed = True  # nothing more of ours goes out on this connection
+        self.parser.dead = True
+        self.pending.clear()
+        if self.cycle is not None:
+            self.cycle.disconnect()  # its body is broken: the app sees the client go away
+        if not error.status or started:
+            self.transport.close()
+            return
+        logger.debug("refused a request from %s: %d %s", self.client, error.status, error.reason)
+        self.transport.write(error_response(error.status, error.reason, self.server.config.server_header))
+        # Lingering close: closing with unread bytes in the kernel would send RST, which can
+        # destroy the error response before the client reads it. Half-close, drop what still
+        # arrives, and close on EOF or at the deadline.
+        self._set_paused(body=False, pipeline=False)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.deadline = self.loop.time() + LINGER
+        else:
+            self.transport.close()
 
     # the adapter's side --------------------------------------------------------------------
 
@@ -218,7 +240,7 @@ class HttpConnection(asyncio.Protocol):
             return
         keep = (
             response is not None and response.keep_alive and response.complete_length
-            and self.body_done and not server.shutting_down
+            and self.body_done and not server.shutting_down and not (self.eof and not self.pending)
         )
         if not keep:
             self.transport.close()
@@ -249,7 +271,7 @@ class HttpConnection(asyncio.Protocol):
         if pipeline is not None:
             self._paused_pipeline = pipeline
         paused = self._paused_body or self._paused_pipeline
-        if paused != self._reading_paused and not self.closed:
+        if paused != self._reading_paused and not self.transport.is_closing():
             self._reading_paused = paused
             if paused:
                 self.transport.pause_reading()
@@ -259,7 +281,7 @@ class HttpConnection(asyncio.Protocol):
     # the server's side ---------------------------------------------------------------------
 
     def check_deadline(self, now: float) -> None:
-        if self.deadline and now >= self.deadline and self.cycle is None:
+        if self.deadline and now >= self.deadline and (self.cycle is None or self.closed):
             self.transport.close()
 
     def shutdown(self) -> None:

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""tricorn against its peers, side by side, interleaved (A B A B), on one machine.
+
+Each server is pinned to CPU 0 with taskset and wrk to CPU 1; access logs are off on both.
+Run by hand (never in CI):
+
+    python benchmarks/compare.py                 # every case, 3 rounds of 10 s
+    python benchmarks/compare.py asgi-hello --rounds 1 --duration 3
+
+Prints req/s medians, the ratio tricorn/peer, and the idle RSS of each serving process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+CASES = {
+    # name: (connections, path, tricorn argv, peer name, peer argv)
+    "asgi-hello": (64, "benchmarks.apps:asgi_hello", ["--no-access-log"],
+                   "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
+    "wsgi-hello": (64, "benchmarks.apps:wsgi_hello", ["--no-access-log"],
+                   "gunicorn gthread 2", ["gunicorn", "-k", "gthread", "--threads", "2"]),
+    "fastapi-json": (64, "benchmarks.apps:fastapi_json", ["--no-access-log"],
+                     "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
+    "flask-json": (64, "benchmarks.apps:flask_json", ["--no-access-log"],
+                   "gunicorn gthread 8", ["gunicorn", "-k", "gthread", "--threads", "8"]),
+    "asgi-sleep-256": (256, "benchmarks.apps:asgi_sleep", ["--no-access-log"],
+                       "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(kind: str, app: str, extra: list[str], port: int) -> list[str]:
+    taskset = ["taskset", "-c", SERVER_CPU]
+    if kind == "tricorn":
+        return [*taskset, sys.executable, "-m", "tricorn", app, "--port", str(port), *extra]
+    if extra[0] == "gunicorn":
+        return [*taskset, sys.executable, "-m", "gunicorn", *extra[1:], "-w", "1", "-b", f"127.0.0.1:{port}", app]
+    return [*taskset, sys.executable, "-m", "uvicorn", *extra[1:], "--port", str(port), app]
+
+
+def wait_ready(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(100).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"server on port {port} did not answer 200 within {timeout}s")
+
+
+def rss_kib(pid: int) -> int:
+    """RSS of the serving process: the child of taskset/gunicorn that holds the socket."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", text)[1])
+
+
+def serving_pid(pid: int) -> int:
+    """gunicorn serves from a forked worker; the others from the process itself."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    return int(kids[0]) if kids else pid
+
+
+def run_wrk(port: int, connections: int, duration: int) -> float:
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        print(f"    wrk reported: {errors[0]}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+
+
+def measure(kind: str, case: str, duration: int) -> tuple[float, int]:
+    connections, app, extra, _, peer = CASES[case]
+    port = free_port()
+    argv = server_command(kind, app, extra if kind == "tricorn" else peer, port)
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_ready(port)
+        time.sleep(0.3)
+        rss = rss_kib(serving_pid(proc.pid))
+        return run_wrk(port, connections, duration), rss
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install wrk")
+    print(f"{'case':16} {'tricorn req/s':>14} {'peer req/s':>12} {'ratio':>6}  {'RSS MiB t/p':>12}  peer")
+    for case in args.cases:
+        results: dict[str, list[float]] = {"tricorn": [], "peer": []}
+        memory: dict[str, list[int]] = {"tricorn": [], "peer": []}
+        for _ in range(args.rounds):
+            for kind in ("tricorn", "peer"):  # interleaved: A B A B
+                rps, rss = measure(kind, case, args.duration)
+                results[kind].append(rps)
+                memory[kind].append(rss)
+        t, p = statistics.median(results["tricorn"]), statistics.median(results["peer"])
+        mt, mp = statistics.median(memory["tricorn"]) / 1024, statistics.median(memory["peer"]) / 1024
+        print(f"{case:16} {t:14,.0f} {p:12,.0f} {t / p:6.2f}  {mt:5.1f}/{mp:5.1f}  {CASES[case][3]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

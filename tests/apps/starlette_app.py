@@ -1,0 +1,29 @@
+import asyncio
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+
+async def numbers():
+    for i in range(5):
+        yield f"{i}\n".encode()
+        await asyncio.sleep(0.01)
+
+
+async def stream(request):
+    return StreamingResponse(numbers(), media_type="text/plain")
+
+
+async def upload(request):
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+    return JSONResponse({"size": total})
+
+
+async def index(request):
+    return JSONResponse({"path": request.url.path, "root_path": request.scope["root_path"]})
+
+
+app = Starlette(routes=[Route("/", index), Route("/stream", stream), Route("/upload", upload, methods=["POST"])])

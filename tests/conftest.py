@@ -1,0 +1,191 @@
+"""Real servers in subprocesses, talked to with real clients.
+
+The test binds and listens on a free port itself and hands the socket to tricorn as `--bind fd://N`,
+so a client can connect at once: the kernel queues it until the server accepts. No sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httptools
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "tests" / "apps"
+
+
+class Server:
+    """A tricorn process serving `app` from tests/apps on a pre-bound free port."""
+
+    def __init__(self, app: str, *args: str, env: dict[str, str] | None = None, bind: bool = True) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1024)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.record = Path(tempfile.mktemp(prefix="tricorn-record-"))
+        self._out = tempfile.TemporaryFile()
+        self._err = tempfile.TemporaryFile()
+        fd = self.listener.fileno()
+        argv = [sys.executable, "-m", "tricorn", app, "--app-dir", str(APPS), *args]
+        if bind:
+            argv += ["--bind", f"fd://{fd}"]
+        full_env = {**os.environ, "TEST_RECORD_FILE": str(self.record), "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, pass_fds=[fd], stdout=self._out, stderr=self._err, env=full_env,
+        )
+        self.listener.close()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def wait(self, timeout: float = 15) -> int:
+        return self.proc.wait(timeout)
+
+    @property
+    def stderr(self) -> str:
+        self._err.seek(0)
+        return self._err.read().decode(errors="replace")
+
+    @property
+    def stdout(self) -> str:
+        self._out.seek(0)
+        return self._out.read().decode(errors="replace")
+
+    def records(self) -> list[str]:
+        return self.record.read_text().split() if self.record.exists() else []
+
+    def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+        """Poll `predicate` (bounded in time): for effects only visible in logs or files."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; stderr:\n{self.stderr}")
+
+    def rss_peak_kib(self) -> int:
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmHWM")))
+
+    def close(self) -> None:
+        self.stop()
+        self.record.unlink(missing_ok=True)
+        self._out.close()
+        self._err.close()
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    servers: list[Server] = []
+
+    def start(app: str, *args: str, **kwargs) -> Server:  # type: ignore[no-untyped-def]
+        server = Server(app, *args, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        print(f"--- tricorn {' '.join(server.proc.args[3:5])} stderr ---\n{server.stderr}")  # shown on failure
+        server.close()
+
+
+class Response:
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+        self.complete = False
+
+    def header(self, name: str) -> str | None:
+        key = name.lower().encode()
+        return next((v.decode("latin-1") for n, v in self.headers if n.lower() == key), None)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.body[:60]!r}>"
+
+
+class _ResponseReader:
+    def __init__(self) -> None:
+        self.responses: list[Response] = []
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        self.responses.append(Response())
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.responses[-1].headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.responses[-1].status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self.responses[-1].body += body
+
+    def on_message_complete(self) -> None:
+        self.responses[-1].complete = True
+
+
+def split_points(data: bytes, strategy: str, seed: int = 0) -> list[bytes]:
+    """The pieces to send: whole, byte by byte, or at random places."""
+    if strategy == "whole":
+        return [data]
+    if strategy == "bytewise":
+        return [data[i:i + 1] for i in range(len(data))]
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, 6))) if len(data) > 1 else []
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+
+
+def exchange(
+    port: int, data: bytes, strategy: str = "whole", half_close: bool = True, timeout: float = 10.0,
+) -> tuple[list[Response], bool]:
+    """Send `data` (split as asked), then read responses until the server closes.
+
+    Returns the responses and whether the server closed the connection (False on timeout).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            for piece in split_points(data, strategy):
+                sock.sendall(piece)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server refused and closed before reading everything
+        reader = _ResponseReader()
+        closed = False
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                try:
+                    reader.parser.feed_data(chunk)
+                except httptools.HttpParserError as exc:
+                    raise AssertionError(f"the server sent a malformed response: {exc}: {chunk[:200]!r}") from None
+        except ConnectionResetError:
+            closed = True
+        except socket.timeout:
+            pass
+        return reader.responses, closed

@@ -1,0 +1,266 @@
+"""HTTP/1.1 behaviour of a real server: framing, keep-alive, pipelining, limits, timeouts, errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from .conftest import exchange
+
+GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+@pytest.fixture(params=["asgi_apps:app", "wsgi_apps:app"], ids=["asgi", "wsgi"])
+def server(request, serve):  # type: ignore[no-untyped-def]
+    return serve(request.param, "--no-access-log")
+
+
+def test_hello_over_httpx(server) -> None:  # type: ignore[no-untyped-def]
+    r = httpx.get(server.url + "/echo?x=1")
+    assert r.status_code == 200
+    assert r.json()["query_string"] == "x=1"
+    assert r.headers["server"] == "tricorn"
+    assert "date" in r.headers
+
+
+def test_keep_alive_reuses_the_connection(server) -> None:  # type: ignore[no-untyped-def]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        for i in range(3):
+            sock.sendall(GET % f"/n{i}".encode())
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                data += sock.recv(65536)
+            assert data.startswith(b"HTTP/1.1 200 OK")
+            assert b"connection: close" not in data.lower()
+
+
+def test_pipelined_requests_are_answered_in_order(server) -> None:  # type: ignore[no-untyped-def]
+    requests = b"".join(GET % f"/p{i}".encode() for i in range(5))
+    responses, closed = exchange(server.port, requests)
+    assert [json.loads(r.body)["path"] for r in responses] == [f"/p{i}" for i in range(5)]
+    assert closed
+
+
+def test_http10_closes_unless_keep_alive_is_asked(server) -> None:  # type: ignore[no-untyped-def]
+    responses, closed = exchange(server.port, b"GET /a HTTP/1.0\r\n\r\n", half_close=False)
+    assert responses[0].status == 200 and closed
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        data = sock.recv(65536)
+        assert b"connection: keep-alive" in data.lower()
+        sock.sendall(b"GET /b HTTP/1.0\r\n\r\n")
+        assert b'"/b"' in sock.recv(65536)
+
+
+def test_connection_close_is_honoured(server) -> None:  # type: ignore[no-untyped-def]
+    responses, closed = exchange(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" + GET % b"/x",
+                                 half_close=False)
+    assert len(responses) == 1 and closed
+    assert responses[0].header("connection") == "close"
+
+
+def test_chunked_request_with_extensions_and_trailers(server) -> None:  # type: ignore[no-untyped-def]
+    body = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    raw = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    for strategy in ("whole", "bytewise", "random"):
+        responses, _ = exchange(server.port, raw, strategy)
+        echoed = json.loads(responses[0].body)
+        assert echoed["body"] == "hello world"
+        assert "x-trailer" not in [h[0] for h in echoed["headers"]]
+
+
+def test_streamed_response_is_chunked_on_http11_and_close_delimited_on_http10(server) -> None:  # type: ignore[no-untyped-def]
+    responses, _ = exchange(server.port, GET % b"/stream")
+    assert responses[0].header("transfer-encoding") == "chunked"
+    assert responses[0].body == b"chunk0\nchunk1\nchunk2\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+    assert body == b"chunk0\nchunk1\nchunk2\n"
+
+
+def test_head_carries_no_body(server) -> None:  # type: ignore[no-untyped-def]
+    r = httpx.head(server.url + "/stream")
+    assert r.status_code == 200 and r.content == b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"HEAD /echo HTTP/1.1\r\nHost: t\r\n\r\n" + GET % b"/after")
+        data = b""
+        while b'"/after"' not in data:
+            data += sock.recv(65536)
+        assert data.count(b"HTTP/1.1 200") == 2  # the HEAD answer had no body to confuse framing
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_204_and_304_carry_no_body(serve, status: int) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(GET % f"/status/{status}".encode() + GET % b"/next")
+        data = b""
+        while b'"/next"' not in data:
+            data += sock.recv(65536)
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 %d" % status)
+    assert b"content-length" not in first.lower() and b"transfer-encoding" not in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200")
+
+
+def test_expect_100_continue_is_sent_only_when_the_body_is_read(server) -> None:  # type: ignore[no-untyped-def]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        data = b""
+        while not data.endswith(b"}"):
+            data += sock.recv(65536)
+        assert json.loads(data.partition(b"\r\n\r\n")[2])["body"] == "hello"
+    # An app that answers without reading the body gets no 100 Continue.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /status/403 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 403")
+
+
+def test_server_header_can_be_turned_off(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--no-server-header")
+    r = httpx.get(server.url + "/")
+    assert "server" not in r.headers and "date" in r.headers
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+        (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\rX: a\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\nHost: t\n\n", 400),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+        (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        (b"GET / HTTP/1.2\r\nHost: t\r\n\r\n", 400),
+        (b"GET nope HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    ],
+    ids=["414-line", "431-field", "431-count", "no-host", "two-hosts", "cl-and-te", "two-cl", "bad-chunk",
+         "obs-fold", "bare-cr", "nul", "bare-lf", "te-http10", "te-unknown", "version-2", "version-1.2", "target"],
+)
+def test_bad_requests_are_refused_and_closed_without_calling_the_app(server, raw: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
+    for strategy in ("whole", "bytewise"):
+        responses, closed = exchange(server.port, raw, strategy)
+        assert [r.status for r in responses] == [status], responses
+        assert responses[0].header("connection") == "close"
+        assert responses[0].header("x-app") is None
+        assert closed
+
+
+def test_body_over_the_limit_is_413(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--limit-request-body", "1k")
+    responses, closed = exchange(server.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n")
+    assert [r.status for r in responses] == [413] and closed
+    chunked = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"a" * 1024 + b"\r\n"
+    responses, closed = exchange(server.port, chunked + b"1\r\na\r\n0\r\n\r\n")
+    assert responses[-1].status == 413 and closed
+
+
+@pytest.mark.parametrize("data", [b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(32), b"\x00\xff\xfe garbage"])
+def test_tls_hello_and_garbage_close_the_connection(server, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    responses, closed = exchange(server.port, data)
+    assert responses == [] and closed
+    assert httpx.get(server.url + "/").status_code == 200
+
+
+def test_slowloris_is_closed_after_the_header_timeout(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--timeout-header", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        closed_after = None
+        for byte in b"Host: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaa":
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(1, socket.MSG_DONTWAIT) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                closed_after = time.monotonic() - started
+                break
+            time.sleep(0.1)
+        assert closed_after is not None and 0.9 <= closed_after < 3.0
+
+
+def test_connection_that_never_sends_is_closed_after_the_header_timeout(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--timeout-header", "0.5")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        started = time.monotonic()
+        assert sock.recv(10) == b""
+        assert 0.4 <= time.monotonic() - started < 3.0
+
+
+def test_idle_keep_alive_connection_is_closed(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--keep-alive", "0.5", "--timeout-header", "30")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(GET % b"/empty")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert sock.recv(10) == b""
+        assert 0.4 <= time.monotonic() - started < 3.0
+
+
+def test_limit_concurrency_answers_503_beyond_it(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--limit-concurrency", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as busy:
+        busy.sendall(GET % b"/sleep?2")
+        deadline = time.monotonic() + 5
+        while True:  # until the sleeping request holds the only slot
+            responses, _ = exchange(server.port, GET % b"/empty")
+            if responses and responses[0].status == 503:
+                break
+            assert time.monotonic() < deadline, "never saw a 503"
+        assert responses[0].header("connection") == "close"
+        assert busy.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_client_disconnect_mid_response_costs_nothing(server) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(GET % b"/download?50000000")
+            sock.recv(1000)
+    assert httpx.get(server.url + "/").status_code == 200
+    assert server.proc.poll() is None
+
+
+def test_large_upload_and_download_stream_in_bounded_memory(server) -> None:  # type: ignore[no-untyped-def]
+    size = 1024**3
+    before = int(httpx.get(server.url + "/rss").text)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(b"POST /count-upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+        block = bytes(1024 * 1024)
+        for _ in range(size // len(block)):
+            sock.sendall(block)
+        data = b""
+        while b"\r\n\r\n" not in data or str(size).encode() not in data.partition(b"\r\n\r\n")[2]:
+            data += sock.recv(65536)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(GET % f"/download?{size}".encode())
+        received = 0
+        while received < size:
+            chunk = sock.recv(1024 * 1024)
+            assert chunk
+            received += len(chunk)
+    after = int(httpx.get(server.url + "/rss").text)
+    assert after - before < 64 * 1024, f"peak RSS grew by {(after - before) // 1024} MiB"
