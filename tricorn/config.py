@@ -179,7 +179,7 @@ class Config:
     )
     limit_request_field_size: int = setting(
         8190, "--limit-request-field-size", parse=positive_int, metavar="BYTES",
-        help="largest header field (name + value), else 431",
+        help="largest header field line (name, colon, value, CRLF: as gunicorn counts), else 431",
     )
     limit_request_head: int = setting(
         65536, "--limit-request-head", parse=size, metavar="SIZE",

@@ -44,6 +44,7 @@ END = _EndOfMessage()
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TOKEN_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+_TOKEN_START = frozenset(bytes([c]) for c in b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 class Request:
@@ -106,13 +107,16 @@ class RequestParser:
         self._headers: list[tuple[bytes, bytes]] = []
         self._framing: list[tuple[bytes, bytes]] = []
         self._body_bytes = 0
-        self._discard_upgrade_body = False
+        self._lead = b""
+        self._messages = 0
         self.dead = False
 
     def receive_data(self, data: bytes) -> list[object]:
         if self.dead:
             return []
         events = self._events = []
+        if len(self._lead) < 32:
+            self._lead += data[: 32 - len(self._lead)]  # the connection's first bytes, for _invalid_method
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -129,7 +133,7 @@ class RequestParser:
             events.append(cause if isinstance(cause, ProtocolError) else ProtocolError(400, str(exc)))
             self.dead = True
         except httptools.HttpParserInvalidMethodError:
-            events.append(self._invalid_method(data))
+            events.append(self._invalid_method())
             self.dead = True
         except httptools.HttpParserError as exc:
             events.append(ProtocolError(400, f"Invalid HTTP request: {exc}"))
@@ -142,11 +146,14 @@ class RequestParser:
                     self.dead = True
         return events
 
-    def _invalid_method(self, data: bytes) -> ProtocolError:
-        if self._in_head or not _TOKEN_LINE.match(data):
+    def _invalid_method(self) -> ProtocolError:
+        lead = self._lead
+        if self._messages == 0 and lead[:1] not in _TOKEN_START:
             # Not HTTP at all (a TLS ClientHello, binary garbage): close without an answer.
             return ProtocolError(0, "Not an HTTP request")
-        return ProtocolError(501, "Method not implemented")
+        if self._messages == 0 and _TOKEN_LINE.match(lead):
+            return ProtocolError(501, "Method not implemented")
+        return ProtocolError(400, "Invalid HTTP method")
 
     # httptools callbacks ---------------------------------------------------------------------
 
@@ -164,13 +171,19 @@ class RequestParser:
             raise ProtocolError(414, "Request-URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > self.limit_request_field_size:
+        if len(name) + len(value) + 4 > self.limit_request_field_size:  # the line: name, ": ", value, CRLF
             raise ProtocolError(431, "Request header field too large")
         if not self._in_head:
             return  # a trailer field: never merged into the headers the app saw
         if len(self._headers) >= self.limit_request_fields:
             raise ProtocolError(431, "Too many request header fields")
+        if b"_" in name:
+            # X_Forwarded_For would pass for X-Forwarded-For wherever names are mapped to CGI-style
+            # keys (WSGI environ, Django's META): dropped, as gunicorn, Daphne and nginx do.
+            return
         name = name.lower()
+        if value[-1:] in b" \t" and value:
+            value = value.rstrip(b" \t")  # RFC 9110 5.5: trailing whitespace is not part of the value
         self._headers.append((name, value))
         if name in _FRAMING:
             self._framing.append((name, value))
@@ -247,6 +260,7 @@ class RequestParser:
         self._events.append(body)
 
     def on_message_complete(self) -> None:
+        self._messages += 1
         self._events.append(END)
 
 
