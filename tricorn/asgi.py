@@ -72,7 +72,7 @@ class ASGIAdapter:
 
 class HttpCycle:
     __slots__ = ("app", "conn", "request", "scope", "chunks", "buffered", "paused", "body_done",
-                 "final_delivered", "disconnected", "waiter", "started", "head_sent", "complete",
+                 "final_delivered", "disconnected", "eof", "waiter", "started", "head_sent", "complete",
                  "status", "headers")
 
     def __init__(self, adapter: ASGIAdapter, conn: HttpConnection, request: Request) -> None:
@@ -102,6 +102,7 @@ class HttpCycle:
         self.body_done = not request.has_body
         self.final_delivered = False
         self.disconnected = False
+        self.eof = False
         self.waiter: asyncio.Future[None] | None = None
         self.started = False
         self.head_sent = False
@@ -127,6 +128,12 @@ class HttpCycle:
         self.disconnected = True
         self._wake()
 
+    def client_eof(self) -> None:
+        # The client will send nothing more: once the body is delivered receive() reports a
+        # disconnect, but a response may still be sent (a half-closed client reads it).
+        self.eof = True
+        self._wake()
+
     def writable_changed(self) -> None:
         pass  # ASGI sends wait on HttpConnection.drain()
 
@@ -139,7 +146,7 @@ class HttpCycle:
 
     async def receive(self) -> Message:
         while True:
-            if self.disconnected or self.complete:
+            if self.disconnected or self.complete or (self.eof and self.final_delivered):
                 return DISCONNECT
             if self.chunks or (self.body_done and not self.final_delivered):
                 chunks = self.chunks
@@ -214,7 +221,8 @@ class HttpCycle:
                 raise
         else:
             if not self.started:
-                logger.error("ASGI app returned without sending 'http.response.start'")
+                if not (self.disconnected or self.eof):  # returning on http.disconnect is normal
+                    logger.error("ASGI app returned without sending 'http.response.start'")
                 self._fail(None)
             elif not self.complete:
                 logger.error("ASGI app returned without completing the response (more_body was still true)")

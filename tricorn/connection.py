@@ -39,6 +39,7 @@ class Cycle(Protocol):
     def feed_body(self, data: bytes) -> None: ...
     def end_body(self) -> None: ...
     def disconnect(self) -> None: ...
+    def client_eof(self) -> None: ...
     def writable_changed(self) -> None: ...
 
 
@@ -107,6 +108,8 @@ class HttpConnection(asyncio.Protocol):
         if self.cycle is None and not self.pending or not self.body_done:
             return None  # the transport closes itself
         self.eof = True
+        if self.cycle is not None:
+            self.cycle.client_eof()
         return True
 
     def pause_writing(self) -> None:

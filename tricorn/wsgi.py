@@ -167,6 +167,9 @@ class WSGICycle:
             self.dispatched = True
             self.conn.abort()  # the app was never called and never will be
 
+    def client_eof(self) -> None:
+        pass  # a WSGI app cannot observe it; a half-closed client still gets its response
+
     def writable_changed(self) -> None:
         with self.cond:
             self.cond.notify_all()

@@ -161,4 +161,6 @@ def unvalidated(environ, start_response):
         return [b"recovered"]
     if path == "/no-start":
         return [b"x"]
+    if path == "/file":
+        return _app(environ, start_response)  # unwrapped, so the server sees its FileWrapper
     return app(environ, start_response)
