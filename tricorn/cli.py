@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         default = Config.__dataclass_fields__[name].default
         shown = "auto" if default is None else ("none" if default == () else default)
-        kwargs: dict[str, Any] = {"dest": name, "help": f"{meta.help} [{env_name(name)}; default: {shown}]"}
+        text = f"{meta.help} [{env_name(name)}; default: {shown}]".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": name, "help": text}
         if meta.is_bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif meta.repeatable:

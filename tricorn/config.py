@@ -238,6 +238,7 @@ def env_name(name: str) -> str:
 
 def _parse(name: str, raw: Any, origin: str) -> Any:
     meta = SETTINGS[name]
+    original = raw
     try:
         if meta.repeatable:
             items = word_list(raw) if isinstance(raw, str) else raw
@@ -254,8 +255,8 @@ def _parse(name: str, raw: Any, origin: str) -> Any:
             raise ValueError(_expectation(meta))
         return meta.parse(raw)
     except ValueError as exc:
-        shown = raw if isinstance(raw, str) else repr(raw)
-        raise ConfigError(f"{origin}: invalid value {shown!r} for {name}: expected {exc}") from None
+        shown = repr(original) if isinstance(original, str) else str(original).lower()
+        raise ConfigError(f"{origin}: invalid value {shown} for {name}: expected {exc}") from None
 
 
 def _expectation(meta: Meta) -> str:

@@ -156,6 +156,8 @@ class HttpConnection(asyncio.Protocol):
         server.requests += 1
         self.request = request
         self.response = Response(request, server.config.server_header, server.config.date_header)
+        if server.shutting_down:
+            self.response.keep_alive = False
         self.body_done = not request.has_body
         self.continue_sent = False
         if server.access_log is not None:
@@ -291,6 +293,8 @@ class HttpConnection(asyncio.Protocol):
         """Close now if no request is in progress; otherwise after its response."""
         if self.cycle is None:
             self.transport.close()
+        elif self.response is not None:
+            self.response.keep_alive = False  # says `connection: close` if its head is not out yet
 
 
 def _address(value: Any) -> tuple[str, int] | None:

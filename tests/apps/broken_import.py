@@ -1,0 +1,3 @@
+import module_that_does_not_exist  # noqa: F401
+
+app = None

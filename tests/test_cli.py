@@ -1,0 +1,121 @@
+"""The command line as users meet it: one clear line and the right exit code for each mistake."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from .conftest import APPS, ROOT
+
+
+def tricorn(*args: str, cwd: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tricorn", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=timeout)
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_missing_module_is_exit_4_with_one_line() -> None:
+    result = tricorn("nosuchmodule:app")
+    assert result.returncode == 4
+    assert result.stderr.strip() == (
+        f"Error: could not import module 'nosuchmodule' (from APP 'nosuchmodule:app'): no such module in "
+        f"{ROOT} or on sys.path; check the name or pass --app-dir")
+
+
+def test_missing_attribute_is_exit_4() -> None:
+    result = tricorn("asgi_apps:nope", "--app-dir", str(APPS))
+    assert result.returncode == 4
+    assert result.stderr.strip() == "Error: module 'asgi_apps' has no attribute 'nope' (from APP 'asgi_apps:nope')"
+
+
+def test_import_error_inside_the_app_shows_its_traceback_then_one_line() -> None:
+    result = tricorn("broken_import:app", "--app-dir", str(APPS))
+    assert result.returncode == 4
+    assert "Traceback" in result.stderr and 'broken_import.py", line 1' in result.stderr
+    assert last_line(result.stderr) == (
+        "Error: importing 'broken_import' failed: No module named 'module_that_does_not_exist' (traceback above)")
+    assert "tricorn/cli.py" not in result.stderr
+
+
+def test_syntax_error_in_the_app() -> None:
+    result = tricorn("syntax_error:app", "--app-dir", str(APPS))
+    assert result.returncode == 4
+    assert "SyntaxError" in last_line(result.stderr)
+
+
+def test_bad_app_string_and_factory_failure() -> None:
+    assert last_line(tricorn("justamodule").stderr) == (
+        "Error: APP must look like module:attribute (for example main:app), got 'justamodule'")
+    result = tricorn("asgi_apps:broken_factory()", "--app-dir", str(APPS))
+    assert result.returncode == 4 and "calling the factory" in last_line(result.stderr)
+
+
+def test_missing_app() -> None:
+    result = tricorn()
+    assert result.returncode == 1 and "missing APP" in result.stderr
+
+
+def test_taken_port_is_one_line_exit_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = tricorn("examples.hello:app", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"Error: cannot listen on 127.0.0.1:{port}: address already in use; "
+                                     "stop the other server or choose another --bind/--port")
+
+
+def test_bad_bind_address() -> None:
+    result = tricorn("examples.hello:app", "--bind", "127.0.0.1:http")
+    assert result.returncode == 1 and "the port must be a number" in result.stderr
+
+
+def test_unknown_flag_suggests_the_right_one() -> None:
+    result = tricorn("examples.hello:app", "--keep-alvie", "5")
+    assert result.returncode == 2 and "did you mean --keep-alive?" in result.stderr
+
+
+def test_bad_config_file_key_is_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "tricorn.toml").write_text("workerz = 4\n")
+    result = tricorn("examples.hello:app", cwd=str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"Error: {tmp_path / 'tricorn.toml'}: unknown setting 'workerz'")
+
+
+def test_check_imports_and_validates_without_serving() -> None:
+    result = tricorn("check", "examples.hello:app")
+    assert result.returncode == 0
+    assert result.stdout.strip() == "OK: examples.hello:app is a asgi3 application and the configuration is valid"
+    result = tricorn("check", "examples.hello_wsgi:app", "--keep-alive", "never")
+    assert result.returncode == 2 and "keep_alive" in result.stderr
+
+
+def test_print_config_shows_values_and_origins(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "tricorn.toml").write_text("threads = 6\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tricorn", "examples.hello:app", "--print-config", "--keep-alive", "1m"],
+        capture_output=True, text=True, cwd=tmp_path, env={"TRICORN_BACKLOG": "100", "PATH": "/usr/bin",
+                                                           "PYTHONPATH": str(ROOT)}, timeout=30)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "keep-alive = 60.0  # command line" in lines
+    assert "backlog = 100  # env TRICORN_BACKLOG" in lines
+    assert f"threads = 6  # {tmp_path / 'tricorn.toml'}" in lines
+    assert "# derived: threads = 6 (set)" in lines
+
+
+def test_help_lists_env_names_and_defaults() -> None:
+    result = tricorn("--help")
+    assert result.returncode == 0
+    assert "--keep-alive DURATION, --timeout-keep-alive DURATION" in result.stdout
+    assert "TRICORN_KEEP_ALIVE; default: 5.0" in result.stdout
+    assert "--access-log, --no-access-log" in result.stdout
+
+
+def test_version() -> None:
+    assert tricorn("--version").stdout.startswith("tricorn 0.")

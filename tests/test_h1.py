@@ -1,0 +1,170 @@
+"""h1 without sockets: bytes in, events out; response framing. Every input fed whole, byte by byte
+and at random splits must give the same events."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tricorn.h1 import END, ProtocolError, Request, RequestParser, Response, ResponseError, error_response
+
+
+def feed(data: bytes, strategy: str = "whole", **limits: int) -> list[object]:
+    parser = RequestParser(**limits)
+    if strategy == "whole":
+        pieces = [data]
+    elif strategy == "bytewise":
+        pieces = [data[i:i + 1] for i in range(len(data))]
+    else:
+        rng = random.Random(len(data))
+        cuts = sorted(rng.sample(range(1, len(data)), min(5, len(data) - 1)))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    events: list[object] = []
+    for piece in pieces:
+        events.extend(parser.receive_data(piece))
+    # Body may arrive in more pieces when split; join consecutive body events to compare.
+    merged: list[object] = []
+    for event in events:
+        if isinstance(event, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] += event
+        else:
+            merged.append(event)
+    return merged
+
+
+STRATEGIES = ["whole", "bytewise", "random"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_pipelined_requests_with_bodies(strategy: str) -> None:
+    data = (b"POST /a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+            b"POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2;e=1\r\nhi\r\n0\r\nT: x\r\n\r\n"
+            b"GET /c HTTP/1.0\r\n\r\n")
+    events = feed(data, strategy)
+    kinds = [type(e).__name__ if e is not END else "END" for e in events]
+    assert kinds == ["Request", "bytes", "END", "Request", "bytes", "END", "Request", "END"]
+    first, second, third = (e for e in events if isinstance(e, Request))
+    assert (first.method, first.path, first.query, first.has_body) == (b"POST", b"/a", b"x=1", True)
+    assert events[1] == b"abc" and events[4] == b"hi"
+    assert second.headers == [(b"host", b"h"), (b"transfer-encoding", b"chunked")]  # no trailer merged
+    assert third.http_version == "1.0" and not third.keep_alive and third.headers == []
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(("data", "status"), [
+    (b"GET /" + b"a" * 100 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"v" * 100 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n", 413),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nExpect: magic\r\n\r\n", 417),
+])
+def test_limits_and_refusals(data: bytes, status: int, strategy: str) -> None:
+    events = feed(data, strategy, limit_request_line=50, limit_request_field_size=60, limit_request_fields=2,
+                  limit_request_body=10)
+    assert isinstance(events[-1], ProtocolError) and events[-1].status == status
+    assert not any(isinstance(e, Request) for e in events)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_upgrade_with_a_body_is_refused_so_the_body_is_never_read_as_a_request(strategy: str) -> None:
+    data = (b"POST / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: upgrade\r\nContent-Length: 31\r\n\r\n"
+            b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n")
+    events = feed(data, strategy)
+    assert len(events) == 1 and isinstance(events[0], ProtocolError) and events[0].status == 400
+
+
+def test_upgrade_without_a_body_is_served_as_http_and_parsing_goes_on() -> None:
+    events = feed(b"GET /a HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n"
+                  b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+    paths = [e.path for e in events if isinstance(e, Request)]
+    assert paths == [b"/a", b"/b"] and events[0].upgrade == b"foo"  # type: ignore[attr-defined]
+
+
+def test_head_size_limit_stops_an_endless_header() -> None:
+    parser = RequestParser(limit_request_head=1000, limit_request_field_size=10**6)
+    parser.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\nX: ")
+    events: list[object] = []
+    for _ in range(20):
+        events += parser.receive_data(b"v" * 100)
+    assert isinstance(events[-1], ProtocolError) and events[-1].status == 431
+    assert parser.receive_data(b"more") == []  # dead after an error
+
+
+def test_error_after_a_good_request_comes_last() -> None:
+    events = feed(b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\n")
+    assert isinstance(events[0], Request) and events[1] is END
+    assert isinstance(events[2], ProtocolError) and events[2].status == 400
+
+
+def test_tls_hello_is_not_answered() -> None:
+    events = feed(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    assert isinstance(events[-1], ProtocolError) and events[-1].status == 0
+
+
+def test_absolute_form_and_asterisk_targets() -> None:
+    (request, _) = feed(b"GET http://example.com/p/q?x=1#f HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert (request.path, request.query) == (b"/p/q", b"x=1")  # type: ignore[attr-defined]
+    (request, _) = feed(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert request.path == b"*"  # type: ignore[attr-defined]
+    (error,) = feed(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert isinstance(error, ProtocolError) and error.status == 400
+
+
+def _request(method: bytes = b"GET", version: str = "1.1", keep_alive: bool = True) -> Request:
+    return Request(method, b"/", b"/", b"", version, [], keep_alive, False, False, None)
+
+
+def test_whole_body_gets_a_content_length() -> None:
+    response = Response(_request(), server_header=False, date=False)
+    data = response.start(200, [(b"content-type", b"text/plain")], b"hello", False)
+    assert data == b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello"
+    assert response.keep_alive and response.complete_length
+
+
+def test_streamed_body_is_chunked_on_11_and_close_delimited_on_10() -> None:
+    response = Response(_request(), server_header=False, date=False)
+    head = response.start(200, [], b"ab", True)
+    assert head.endswith(b"transfer-encoding: chunked\r\n\r\n2\r\nab\r\n")
+    assert response.data(b"", True) == b""
+    assert response.data(b"c", False) == b"1\r\nc\r\n0\r\n\r\n"
+    old = Response(_request(version="1.0", keep_alive=True), server_header=False, date=False)
+    assert old.start(200, [], b"ab", True).endswith(b"connection: close\r\n\r\nab")
+    assert not old.keep_alive
+
+
+def test_head_204_304_have_no_body() -> None:
+    head = Response(_request(b"HEAD"), server_header=False, date=False)
+    assert head.start(200, [], b"hello", False).endswith(b"content-length: 5\r\n\r\n")
+    for status in (204, 304):
+        response = Response(_request(), server_header=False, date=False)
+        assert response.start(status, [], b"x", False) == b"HTTP/1.1 %d %s\r\n\r\n" % (
+            status, b"No Content" if status == 204 else b"Not Modified")
+
+
+def test_app_headers_are_validated_and_framing_is_ours() -> None:
+    with pytest.raises(ResponseError, match="CR, LF or NUL"):
+        Response(_request()).start(200, [(b"x", b"a\r\nb: c")], b"", False)
+    with pytest.raises(ResponseError, match="invalid header name"):
+        Response(_request()).start(200, [(b"bad name", b"v")], b"", False)
+    with pytest.raises(ResponseError, match="invalid status"):
+        Response(_request()).start(1000, [], b"", False)
+    response = Response(_request(), server_header=False, date=False)
+    data = response.start(200, [(b"Transfer-Encoding", b"chunked"), (b"Connection", b"close")], b"x", False)
+    assert data == b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx"
+
+
+def test_content_length_is_enforced() -> None:
+    response = Response(_request())
+    response.start(200, [(b"content-length", b"3")], b"ab", True)
+    with pytest.raises(ResponseError):
+        response.data(b"cd", False)
+    short = Response(_request())
+    short.start(200, [(b"content-length", b"3")], b"ab", False)
+    assert not short.keep_alive and not short.complete_length
+
+
+def test_error_response_closes() -> None:
+    data = error_response(431, "Too big", server_header=False)
+    assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert b"connection: close\r\n" in data and data.endswith(b"\r\n\r\nToo big\n")
