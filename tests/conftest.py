@@ -153,7 +153,7 @@ def split_points(data: bytes, strategy: str, seed: int = 0) -> list[bytes]:
         return [data[i:i + 1] for i in range(len(data))]
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, 6))) if len(data) > 1 else []
-    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
 def exchange(
@@ -186,6 +186,6 @@ def exchange(
                     raise AssertionError(f"the server sent a malformed response: {exc}: {chunk[:200]!r}") from None
         except ConnectionResetError:
             closed = True
-        except socket.timeout:
+        except TimeoutError:
             pass
         return reader.responses, closed

@@ -137,6 +137,7 @@ def test_http_disconnect_reaches_the_app(serve) -> None:  # type: ignore[no-unty
 
 def test_body_ignored_by_the_app_keeps_the_connection_usable(serve) -> None:  # type: ignore[no-untyped-def]
     server = serve("asgi_apps:app")
-    raw = b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET /after HTTP/1.1\r\nHost: t\r\n\r\n"
+    raw = (b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+           b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n")
     responses, _ = exchange(server.port, raw)
     assert [r.body[:7] for r in responses] == [b"ignored", b'{"metho']

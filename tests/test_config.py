@@ -56,7 +56,8 @@ def test_unknown_key_names_the_key_and_suggests(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("source", "pattern"), [
     ({"cli": {"keep_alive": "soon"}}, r"invalid value 'soon' for keep_alive: expected a duration such as 30"),
-    ({"env": {"TRICORN_LIFESPAN": "maybe"}}, r"TRICORN_LIFESPAN: invalid value 'maybe' for lifespan: expected one of auto, on, off"),
+    ({"env": {"TRICORN_LIFESPAN": "maybe"}},
+     r"TRICORN_LIFESPAN: invalid value 'maybe' for lifespan: expected one of auto, on, off"),
     ({"file": "threads = 0\n"}, r"invalid value 0 for threads: expected an integer of at least 1"),
     ({"file": 'access-log = "yes please"\n'}, r"invalid value 'yes please' for access_log: expected true or false"),
 ])

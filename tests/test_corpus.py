@@ -64,7 +64,7 @@ def servers() -> Iterator[dict[tuple[str, ...], Server]]:
 
 def limits_of(entry: dict[str, Any], base: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Our flags for the gunicorn limits an entry was written against."""
-    limits = dict(zip(base[::2], base[1::2]))
+    limits = dict(zip(base[::2], base[1::2], strict=True))
     for key, value in entry["gunicorn_cfg"].items():
         if key.startswith("limit_request") and value:
             limits["--" + key.replace("_", "-")] = str(value)
@@ -203,7 +203,7 @@ def test_gunicorn_valid_outside_our_scope_is_answered_or_refused_cleanly(echo: S
             # An answer that matches, or a clean end: valid/099's body is shorter than its
             # Content-Length, so after our half-close the server closes without answering.
             answers = app_answers(responses)
-            for answer, request in zip(answers, entry["requests"]):
+            for answer, request in zip(answers, entry["requests"], strict=False):
                 assert answer["method"] == request["method"]
             assert answers or closed
     assert_still_serving(echo)

@@ -19,7 +19,7 @@ def feed(data: bytes, strategy: str = "whole", **limits: int) -> list[object]:
     else:
         rng = random.Random(len(data))
         cuts = sorted(rng.sample(range(1, len(data)), min(5, len(data) - 1)))
-        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     events: list[object] = []
     for piece in pieces:
         events.extend(parser.receive_data(piece))

@@ -71,9 +71,25 @@ class ASGIAdapter:
 
 
 class HttpCycle:
-    __slots__ = ("app", "conn", "request", "scope", "chunks", "buffered", "paused", "body_done",
-                 "final_delivered", "disconnected", "eof", "waiter", "started", "head_sent", "complete",
-                 "status", "headers")
+    __slots__ = (
+        "app",
+        "body_done",
+        "buffered",
+        "chunks",
+        "complete",
+        "conn",
+        "disconnected",
+        "eof",
+        "final_delivered",
+        "head_sent",
+        "headers",
+        "paused",
+        "request",
+        "scope",
+        "started",
+        "status",
+        "waiter",
+    )
 
     def __init__(self, adapter: ASGIAdapter, conn: HttpConnection, request: Request) -> None:
         self.app = adapter.app
@@ -107,7 +123,7 @@ class HttpCycle:
         self.started = False
         self.head_sent = False
         self.complete = False
-        self.status = 0
+        self.status: Any = 0
         self.headers: Any = ()
 
     # connection → cycle ----------------------------------------------------------------------

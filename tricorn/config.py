@@ -193,7 +193,9 @@ class Config:
         None, "--limit-concurrency", parse=positive_int, metavar="N",
         help="most requests in progress at once; beyond it answer 503",
     )
-    root_path: str = setting("", "--root-path", metavar="PATH", help="mount path of the app (ASGI root_path, WSGI SCRIPT_NAME)")
+    root_path: str = setting(
+        "", "--root-path", metavar="PATH", help="mount path of the app (ASGI root_path, WSGI SCRIPT_NAME)",
+    )
     lifespan: str = setting("auto", "--lifespan", choices=("auto", "on", "off"), help="ASGI lifespan protocol")
     loop: str = setting("auto", "--loop", choices=("auto", "uvloop", "asyncio"), help="event loop implementation")
     log_level: str = setting(
@@ -330,7 +332,8 @@ def load(
         name = key[len(ENV_PREFIX):].lower()
         if name not in SETTINGS or name == "app":
             # Unlike a config file, the environment holds other programs' variables too: warn only.
-            logging.getLogger("tricorn.error").warning(unknown_key_message(name, f"environment variable {key}"))
+            message = unknown_key_message(name, f"environment variable {key}")
+            logging.getLogger("tricorn.error").warning(message)
             continue
         values[name] = _parse(name, raw, f"environment variable {key}")
         sources[name] = f"env {key}"

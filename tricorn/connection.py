@@ -45,10 +45,29 @@ class Cycle(Protocol):
 
 class HttpConnection(asyncio.Protocol):
     __slots__ = (
-        "server", "loop", "transport", "parser", "cycle", "request", "response", "pending",
-        "deadline", "idle", "closed", "client", "sockname", "scheme", "body_done", "started_at",
-        "continue_sent", "write_paused", "_drain_waiters", "_paused_body", "_paused_pipeline",
-        "_reading_paused", "eof",
+        "_drain_waiters",
+        "_paused_body",
+        "_paused_pipeline",
+        "_reading_paused",
+        "body_done",
+        "client",
+        "closed",
+        "continue_sent",
+        "cycle",
+        "deadline",
+        "eof",
+        "idle",
+        "loop",
+        "parser",
+        "pending",
+        "request",
+        "response",
+        "scheme",
+        "server",
+        "sockname",
+        "started_at",
+        "transport",
+        "write_paused",
     )
 
     def __init__(self, server: ServerState) -> None:
@@ -105,7 +124,7 @@ class HttpConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # A half-closed client may still wait for the answers to requests it sent whole; a body
         # cut short by EOF will never complete, so that request is abandoned.
-        if self.cycle is None and not self.pending or not self.body_done:
+        if (self.cycle is None and not self.pending) or not self.body_done:
             return None  # the transport closes itself
         self.eof = True
         if self.cycle is not None:

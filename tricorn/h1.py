@@ -27,7 +27,9 @@ import httptools
 
 from .errors import ProtocolError
 
-__all__ = ["END", "ProtocolError", "Request", "RequestParser", "Response", "ResponseError", "check_header", "error_response"]
+__all__ = [
+    "END", "ProtocolError", "Request", "RequestParser", "Response", "ResponseError", "check_header", "error_response",
+]
 
 
 class _EndOfMessage:
@@ -44,15 +46,25 @@ END = _EndOfMessage()
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TOKEN_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
-_TOKEN_START = frozenset(bytes([c]) for c in b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN_START = frozenset(
+    bytes([c]) for c in b"!#$%&'*+-.^_`|~0123456789" + bytes(range(65, 91)) + bytes(range(97, 123))
+)
 
 
 class Request:
     """A complete request head. Header names are lowercased bytes, in arrival order."""
 
     __slots__ = (
-        "method", "target", "path", "query", "http_version", "headers",
-        "keep_alive", "expect_continue", "has_body", "upgrade",
+        "expect_continue",
+        "has_body",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "target",
+        "upgrade",
     )
 
     def __init__(
@@ -319,8 +331,18 @@ _NONE = 4
 class Response:
     """The framing of one response: head and body pieces to bytes, and whether the connection stays."""
 
-    __slots__ = ("keep_alive", "status", "headers", "bytes_sent", "_head_only", "_framing", "_remaining",
-                 "_server", "_date", "_http10")
+    __slots__ = (
+        "_date",
+        "_framing",
+        "_head_only",
+        "_http10",
+        "_remaining",
+        "_server",
+        "bytes_sent",
+        "headers",
+        "keep_alive",
+        "status",
+    )
 
     def __init__(self, request: Request, server_header: bool = True, date: bool = True) -> None:
         self.keep_alive = request.keep_alive

@@ -62,7 +62,7 @@ def detect_interface(app: Any) -> str:
     """asgi3 (async scope/receive/send), asgi2 (scope → async callable) or wsgi (environ, start_response)."""
     if inspect.isclass(app):
         return "asgi3" if hasattr(app, "__await__") else "asgi2"
-    call = app if inspect.isroutine(app) else getattr(app, "__call__", app)
+    call = app if inspect.isroutine(app) else app.__call__
     if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
         return "asgi3"
     try:

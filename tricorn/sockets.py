@@ -46,7 +46,8 @@ def open_listener(address: str, backlog: int) -> socket.socket:
         try:
             sock = socket.socket(fileno=int(where))
         except OSError as exc:
-            raise BindError(f"cannot use {address}: {exc.strerror or exc}; is that descriptor an open socket?") from None
+            reason = exc.strerror or exc
+            raise BindError(f"cannot use {address}: {reason}; is that descriptor an open socket?") from None
         sock.listen(backlog)
         sock.setblocking(False)
         return sock
@@ -61,7 +62,7 @@ def open_listener(address: str, backlog: int) -> socket.socket:
         _bind(sock, path, address)
     else:
         try:
-            infos = socket.getaddrinfo(where, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            infos = socket.getaddrinfo(str(where), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except socket.gaierror as exc:
             raise BindError(f"cannot listen on {address}: host {where!r} not found ({exc.strerror})") from None
         family, _, _, _, sockaddr = infos[0]

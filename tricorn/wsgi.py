@@ -91,7 +91,7 @@ class WSGIAdapter:
         self.app = app
         self.pool = ThreadPool(threads)
         self.root_path = config.root_path
-        self.base_environ = {
+        self.base_environ: dict[str, Any] = {
             "SCRIPT_NAME": config.root_path,
             "SERVER_PROTOCOL": "HTTP/1.1",
             "wsgi.version": (1, 0),
