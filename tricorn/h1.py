@@ -322,6 +322,23 @@ def check_header(name: bytes, value: bytes) -> None:
         raise ResponseError(f"header {name!r} has a CR, LF or NUL in its value")
 
 
+# What a response header name means to framing, cached per spelling so that the hot path costs
+# one dict lookup per header. 0 is an ordinary (validated) name.
+_KIND_LENGTH, _KIND_FRAMING, _KIND_SERVER, _KIND_DATE = 1, 2, 3, 4
+_KINDS_BY_LOWER = {b"content-length": _KIND_LENGTH, b"transfer-encoding": _KIND_FRAMING,
+                   b"connection": _KIND_FRAMING, b"server": _KIND_SERVER, b"date": _KIND_DATE}
+_HEADER_KINDS: dict[bytes, int] = {}
+
+
+def _header_kind(name: bytes) -> int:
+    if not isinstance(name, bytes) or not _TOKEN.fullmatch(name):
+        raise ResponseError(f"invalid header name {name!r}")
+    kind = _KINDS_BY_LOWER.get(name.lower(), 0)
+    if len(_HEADER_KINDS) < 4096:
+        _HEADER_KINDS[name] = kind
+    return kind
+
+
 _CHUNKED = 1
 _LENGTH = 2
 _CLOSE = 3
@@ -361,57 +378,70 @@ class Response:
         parts = [status_line(status)]
         length = None
         has_server = has_date = False
-        kept = []
-        for header in headers:
-            name, value = header
-            check_header(name, value)
-            lname = name.lower()
-            if lname == b"content-length":
-                if length is not None or not value.strip().isdigit():
-                    raise ResponseError(f"invalid or repeated content-length {value!r}")
-                length = int(value)
-            elif lname == b"transfer-encoding" or lname == b"connection":
-                if lname == b"connection" and b"close" in value.lower():
-                    self.keep_alive = False
-                continue  # framing and connection management are ours
-            elif lname == b"server":
-                has_server = True
-            elif lname == b"date":
-                has_date = True
-            kept.append((lname, value))
+        kinds = _HEADER_KINDS
+        try:
+            pairs = [(name, value) for name, value in headers]
+        except (TypeError, ValueError):
+            raise ResponseError(f"headers must be an iterable of (name, value) pairs, got {headers!r}") from None
+        for name, value in pairs:
+            if value.__class__ is not bytes:
+                raise ResponseError(f"header {name!r} has a value of type {type(value).__name__}; expected bytes")
+            kind = kinds.get(name)
+            if kind is None:
+                kind = _header_kind(name)
+            if kind:
+                if kind == _KIND_LENGTH:
+                    if length is not None or not value.strip().isdigit():
+                        raise ResponseError(f"invalid or repeated content-length {value!r}")
+                    length = int(value)
+                elif kind == _KIND_FRAMING:
+                    if name.lower() == b"connection" and b"close" in value.lower():
+                        self.keep_alive = False
+                    continue  # framing and connection management are ours
+                elif kind == _KIND_SERVER:
+                    has_server = True
+                else:
+                    has_date = True
             parts.append(name + b": " + value + b"\r\n")
+        # One scan of the whole head instead of three per value: a CR, LF or NUL inside a value
+        # shows up as an extra line ending (response splitting).
+        block = b"".join(parts)
+        if block.count(b"\n") != len(parts) or block.count(b"\r") != len(parts) or b"\0" in block:
+            for name, value in pairs:
+                check_header(name, value)
         self.status = status
-        self.headers = kept
+        self.headers = pairs
+        tail = []
         if self._server and not has_server:
-            parts.append(b"server: tricorn\r\n")
+            tail.append(b"server: tricorn\r\n")
         if self._date and not has_date:
-            parts.append(date_header())
+            tail.append(date_header())
 
         if self._head_only or status in _NO_BODY_STATUS or status < 200:
             self._framing = _NONE
             if self._head_only and length is None and not more_body and body:
-                parts.append(b"content-length: %d\r\n" % len(body))
+                tail.append(b"content-length: %d\r\n" % len(body))
         elif length is not None:
             self._framing = _LENGTH
             self._remaining = length
         elif not more_body:
             self._framing = _LENGTH
             self._remaining = len(body)
-            parts.append(b"content-length: %d\r\n" % len(body))
+            tail.append(b"content-length: %d\r\n" % len(body))
         elif self._http10:
             self._framing = _CLOSE
             self.keep_alive = False
         else:
             self._framing = _CHUNKED
-            parts.append(b"transfer-encoding: chunked\r\n")
+            tail.append(b"transfer-encoding: chunked\r\n")
 
         if not self.keep_alive:
-            parts.append(b"connection: close\r\n\r\n")
+            tail.append(b"connection: close\r\n\r\n")
         elif self._http10:
-            parts.append(b"connection: keep-alive\r\n\r\n")
+            tail.append(b"connection: keep-alive\r\n\r\n")
         else:
-            parts.append(b"\r\n")
-        head = b"".join(parts)
+            tail.append(b"\r\n")
+        head = block + b"".join(tail)
         return head + self.data(body, more_body) if body or not more_body else head
 
     def data(self, body: bytes, more_body: bool) -> bytes:

@@ -46,7 +46,7 @@ class _Atoms(dict[str, Any]):
     def _header(self, headers: list[tuple[bytes, bytes]], name: str) -> str:
         key = name.lower().encode("latin-1")
         for header, value in headers:
-            if header == key:
+            if header.lower() == key:
                 return value.decode("latin-1")
         return "-"
 
