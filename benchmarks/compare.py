@@ -117,10 +117,13 @@ def measure(kind: str, case: str, duration: int) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("cases", nargs="*", default=list(CASES), help=", ".join(CASES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
     args = parser.parse_args()
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
     print(f"{'case':16} {'tricorn req/s':>14} {'peer req/s':>12} {'ratio':>6}  {'RSS MiB t/p':>12}  peer")

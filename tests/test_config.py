@@ -90,3 +90,11 @@ def test_describe_shows_every_setting_and_its_origin(tmp_path: Path) -> None:
     assert "port = 9000  # command line" in text
     assert "keep-alive = 5.0  # default" in text
     assert "# derived: threads = " in text
+
+
+def test_configuration_reference_is_current() -> None:
+    from tricorn.config import reference
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    assert docs.read_text() == reference(), (
+        "regenerate: python -c 'import tricorn.config as c; print(c.reference(), end=\"\")' > docs/configuration.md")
