@@ -141,3 +141,23 @@ def test_body_ignored_by_the_app_keeps_the_connection_usable(serve) -> None:  # 
            b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n")
     responses, _ = exchange(server.port, raw)
     assert [r.body[:7] for r in responses] == [b"ignored", b'{"metho']
+
+
+def test_large_body_ignored_by_the_app_closes_instead_of_draining_forever(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app")
+    size = 64 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+        sock.sendall(bytes(65536))
+        data = b""
+        while b"ignored" not in data:
+            data += sock.recv(65536)
+        assert data.startswith(b"HTTP/1.1 200")
+        sent = 65536
+        try:
+            while sent < size:
+                sock.sendall(bytes(65536))
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    assert sent < 16 * 1024 * 1024, "the server drained the whole unread body"

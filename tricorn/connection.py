@@ -31,6 +31,7 @@ logger = logging.getLogger("tricorn.error")
 HIGH_WATER = 64 * 1024  # unread request body that pauses reading (uvicorn and h11 use 64 KiB too)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER = 2.0  # seconds a refused connection keeps draining input before it is closed
+DISCARD_LIMIT = 1024 * 1024  # unread request body dropped to keep a connection, beyond it we close
 
 
 class Cycle(Protocol):
@@ -117,7 +118,7 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.idle:
             self.idle = False
-            self.deadline = self.loop.time() + self.server.config.timeout_header
+            self.deadline = self.loop.time() + self.server.timeout_header
         for event in self.parser.receive_data(data):
             self._dispatch(event)
 
@@ -155,8 +156,9 @@ class HttpConnection(asyncio.Protocol):
         elif cls is bytes:
             self.cycle.feed_body(event)  # type: ignore[union-attr, arg-type]
         elif event is END:
-            self.body_done = True
-            self.cycle.end_body()  # type: ignore[union-attr]
+            if not self.body_done:  # a request without a body (or one already answered) needs no word
+                self.body_done = True
+                self.cycle.end_body()  # type: ignore[union-attr]
         elif cls is Request:
             self._start(event)  # type: ignore[arg-type]
         elif self.cycle is not None and self.body_done:
@@ -167,21 +169,23 @@ class HttpConnection(asyncio.Protocol):
     def _start(self, request: Request) -> None:
         server = self.server
         self.deadline = 0.0
-        limit = server.config.limit_concurrency
+        limit = server.limit_concurrency
         if limit is not None and server.in_flight >= limit:
             self._refuse(ProtocolError(503, "Service unavailable: too many requests in progress"))
             return
         server.in_flight += 1
         server.requests += 1
         self.request = request
-        self.response = Response(request, server.config.server_header, server.config.date_header)
+        self.response = Response(request, server.server_header, server.date_header)
         if server.shutting_down:
             self.response.keep_alive = False
         self.body_done = not request.has_body
         self.continue_sent = False
         if server.access_log is not None:
             self.started_at = self.loop.time()
-        self.cycle = server.adapter.start(self, request)
+        # The adapter sets self.cycle before the app runs: on Python 3.12+ an ASGI app that does
+        # not suspend answers (and finishes the cycle) inside this call.
+        server.adapter.start(self, request)
 
     def _refuse(self, error: ProtocolError) -> None:
         if self.closed:
@@ -264,11 +268,20 @@ class HttpConnection(asyncio.Protocol):
             return
         keep = (
             response is not None and response.keep_alive and response.complete_length
-            and self.body_done and not server.shutting_down and not (self.eof and not self.pending)
+            and not server.shutting_down and not (self.eof and not self.pending)
         )
         if not keep:
             self.transport.close()
             return
+        if not self.body_done:
+            # Answered before the body was read: drop the rest, then serve the next request.
+            self.cycle = _DiscardBody(self)
+            self._set_paused(body=False)
+            return
+        self.next_request()
+
+    def next_request(self) -> None:
+        """Start what is pending, or wait idle for the next request."""
         self._paused_body = False
         if self.pending:
             pending = self.pending
@@ -282,12 +295,13 @@ class HttpConnection(asyncio.Protocol):
                 self._dispatch(event)
                 if self.closed:
                     return
+        if self._reading_paused:
             self._set_paused(pipeline=False)
         else:
-            self._set_paused(pipeline=False)
+            self._paused_pipeline = False
         if self.cycle is None:
             self.idle = True
-            self.deadline = self.loop.time() + server.config.keep_alive
+            self.deadline = self.loop.time() + self.server.keep_alive
 
     def _set_paused(self, body: bool | None = None, pipeline: bool | None = None) -> None:
         if body is not None:
@@ -314,6 +328,33 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
         elif self.response is not None:
             self.response.keep_alive = False  # says `connection: close` if its head is not out yet
+
+
+class _DiscardBody:
+    """The rest of a body whose response is already sent: dropped, up to DISCARD_LIMIT, so that
+    the connection can be kept (nginx does the same). Past the limit the connection is closed."""
+
+    def __init__(self, conn: HttpConnection) -> None:
+        self.conn = conn
+        self.dropped = 0
+
+    def feed_body(self, data: bytes) -> None:
+        self.dropped += len(data)
+        if self.dropped > DISCARD_LIMIT:
+            self.conn.transport.close()
+
+    def end_body(self) -> None:
+        self.conn.cycle = None
+        self.conn.next_request()
+
+    def disconnect(self) -> None:
+        pass
+
+    def client_eof(self) -> None:
+        pass
+
+    def writable_changed(self) -> None:
+        pass
 
 
 def _address(value: Any) -> tuple[str, int] | None:

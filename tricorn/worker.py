@@ -39,6 +39,12 @@ class ServerState:
         self.in_flight = 0
         self.requests = 0
         self.shutting_down = False
+        # Read on every request: kept here rather than behind config.
+        self.timeout_header = config.timeout_header
+        self.keep_alive = config.keep_alive
+        self.limit_concurrency = config.limit_concurrency
+        self.server_header = config.server_header
+        self.date_header = config.date_header
 
     def new_parser(self) -> RequestParser:
         c = self.config

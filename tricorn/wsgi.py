@@ -103,11 +103,10 @@ class WSGIAdapter:
             "wsgi.input_terminated": True,
         }
 
-    def start(self, conn: HttpConnection, request: Request) -> WSGICycle:
-        cycle = WSGICycle(self, conn, request)
+    def start(self, conn: HttpConnection, request: Request) -> None:
+        cycle = conn.cycle = WSGICycle(self, conn, request)
         if not request.has_body or request.expect_continue:
             cycle.dispatch()
-        return cycle
 
     def close(self, timeout: float) -> None:
         self.pool.shutdown(timeout)
