@@ -7,7 +7,9 @@ Run by hand (never in CI):
     python benchmarks/compare.py                 # every case, 3 rounds of 10 s
     python benchmarks/compare.py asgi-hello --rounds 1 --duration 3
 
-Prints req/s medians, the ratio tricorn/peer, and the idle RSS of each serving process.
+Prints req/s medians, the ratio tricorn/peer, and the RSS of each serving process after one
+request and before the load (idle memory; the hello cases load no framework). The interpreter
+running this script runs both servers: `/path/to/python3.12 benchmarks/compare.py` compares on 3.12.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ CASES = {
                    "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
     "wsgi-hello": (64, "benchmarks.apps:wsgi_hello", ["--no-access-log"],
                    "gunicorn gthread 2", ["gunicorn", "-k", "gthread", "--threads", "2"]),
-    "fastapi-json": (64, "benchmarks.apps:fastapi_json", ["--no-access-log"],
+    "fastapi-json": (64, "benchmarks.frameworks:fastapi_json", ["--no-access-log"],
                      "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
-    "flask-json": (64, "benchmarks.apps:flask_json", ["--no-access-log"],
+    "fastapi-async": (64, "benchmarks.frameworks:fastapi_async", ["--no-access-log"],
+                      "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
+    "flask-json": (64, "benchmarks.frameworks:flask_json", ["--no-access-log"],
                    "gunicorn gthread 8", ["gunicorn", "-k", "gthread", "--threads", "8"]),
     "asgi-sleep-256": (256, "benchmarks.apps:asgi_sleep", ["--no-access-log"],
                        "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
@@ -126,7 +130,8 @@ def main() -> None:
         parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
-    print(f"{'case':16} {'tricorn req/s':>14} {'peer req/s':>12} {'ratio':>6}  {'RSS MiB t/p':>12}  peer")
+    print(f"{'case':16} {'tricorn req/s':>14} {'peer req/s':>12} {'ratio':>6} {'min-max':>10}  "
+          f"{'RSS MiB t/p':>12}  peer")
     for case in args.cases:
         results: dict[str, list[float]] = {"tricorn": [], "peer": []}
         memory: dict[str, list[int]] = {"tricorn": [], "peer": []}
@@ -136,8 +141,12 @@ def main() -> None:
                 results[kind].append(rps)
                 memory[kind].append(rss)
         t, p = statistics.median(results["tricorn"]), statistics.median(results["peer"])
+        # Each round's pair ran back to back, so the ratio within a round is what drifts least.
+        ratios = [a / b for a, b in zip(results["tricorn"], results["peer"], strict=True)]
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
         mt, mp = statistics.median(memory["tricorn"]) / 1024, statistics.median(memory["peer"]) / 1024
-        print(f"{case:16} {t:14,.0f} {p:12,.0f} {t / p:6.2f}  {mt:5.1f}/{mp:5.1f}  {CASES[case][3]}", flush=True)
+        print(f"{case:16} {t:14,.0f} {p:12,.0f} {statistics.median(ratios):6.2f} {spread:>10}  "
+              f"{mt:5.1f}/{mp:5.1f}  {CASES[case][3]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -30,9 +29,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger("tricorn.error")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
-# Python 3.12+: run the app at once until it first suspends, so an app that answers without
-# waiting costs no trip through the event loop (measured in docs/benchmarks.md).
-EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
 ERROR_BODY = b"Internal Server Error\n"
@@ -70,7 +66,7 @@ class ASGIAdapter:
 
     def start(self, conn: HttpConnection, request: Request) -> None:
         cycle = conn.cycle = HttpCycle(self, conn, request)
-        cycle.task = asyncio.Task(cycle.run(), loop=conn.loop, **EAGER)
+        cycle.task = conn.loop.create_task(cycle.run())
 
 
 class HttpCycle:

@@ -5,10 +5,12 @@ starts a cycle on the app adapter (ASGI or WSGI: they differ only in how the app
 body events go to that cycle; a request that arrives while one is in progress (pipelining) waits
 in `pending` with reading paused, so memory stays bounded. The adapter answers through
 `send_start` / `send_body`, which frame the response (h1.Response) and, on the last piece,
-either start the next pending request or close. Reading pauses when a cycle's unread body passes
+either start the next pending request or close. A response sent before its request's body was
+read leaves the rest of the body to be dropped (up to DISCARD_LIMIT) before the next request.
+Reading pauses when a cycle's unread body passes
 the high-water mark; the app's writes wait (`drain`) while the transport's buffer is full.
 
-Timeouts are deadlines on the loop clock, checked by one sweep for all connections (server.py),
+Timeouts are deadlines on the loop clock, checked by one sweep for all connections (worker.py),
 so a request costs a float assignment rather than a timer handle:
   head not complete `timeout_header` after accept or after the previous response → close
   idle keep-alive connection for `keep_alive` → close
@@ -102,7 +104,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.client = _address(transport.get_extra_info("peername"))
         self.sockname = _address(transport.get_extra_info("sockname"))
-        self.deadline = self.loop.time() + self.server.config.timeout_header
+        self.deadline = self.loop.time() + self.server.timeout_header
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -183,9 +185,7 @@ class HttpConnection(asyncio.Protocol):
         self.continue_sent = False
         if server.access_log is not None:
             self.started_at = self.loop.time()
-        # The adapter sets self.cycle before the app runs: on Python 3.12+ an ASGI app that does
-        # not suspend answers (and finishes the cycle) inside this call.
-        server.adapter.start(self, request)
+        server.adapter.start(self, request)  # sets self.cycle
 
     def _refuse(self, error: ProtocolError) -> None:
         if self.closed:

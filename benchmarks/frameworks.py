@@ -1,0 +1,51 @@
+"""Framework apps for the benchmarks (kept apart so the hello cases load no framework)."""
+
+
+def _fastapi():
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/")
+    def index():  # a sync route: FastAPI runs it on anyio's thread pool
+        return {"message": "Hello, world!", "items": list(range(10))}
+
+    return app
+
+
+def _fastapi_async():
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/")
+    async def index():
+        return {"message": "Hello, world!", "items": list(range(10))}
+
+    return app
+
+
+def _flask():
+    from flask import Flask, jsonify
+
+    app = Flask(__name__)
+
+    @app.route("/")
+    def index():
+        return jsonify(message="Hello, world!", items=list(range(10)))
+
+    return app
+
+
+try:
+    fastapi_json = _fastapi()
+except ImportError:  # pragma: no cover
+    fastapi_json = None
+try:
+    fastapi_async = _fastapi_async()
+except ImportError:  # pragma: no cover
+    fastapi_async = None
+try:
+    flask_json = _flask()
+except ImportError:  # pragma: no cover
+    flask_json = None
