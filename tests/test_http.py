@@ -264,3 +264,20 @@ def test_large_upload_and_download_stream_in_bounded_memory(server) -> None:  # 
             received += len(chunk)
     after = int(httpx.get(server.url + "/rss").text)
     assert after - before < 64 * 1024, f"peak RSS grew by {(after - before) // 1024} MiB"
+
+
+@pytest.mark.parametrize("app", ["asgi_apps:app", "wsgi_apps:app"])
+def test_plain_asyncio_loop_serves_the_same(serve, app: str) -> None:  # type: ignore[no-untyped-def]
+    server = serve(app, "--loop", "asyncio")
+    responses, closed = exchange(server.port, b"".join(GET % f"/p{i}".encode() for i in range(3)))
+    assert [json.loads(r.body)["path"] for r in responses] == ["/p0", "/p1", "/p2"] and closed
+    responses, _ = exchange(server.port, b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                         b"3\r\nabc\r\n0\r\n\r\n")
+    assert json.loads(responses[0].body)["body"] == "abc"
+
+
+def test_log_level_filters_the_error_log(serve) -> None:  # type: ignore[no-untyped-def]
+    quiet = serve("asgi_apps:app", "--log-level", "warning")
+    assert httpx.get(quiet.url + "/raise-before").status_code == 500
+    quiet.stop()
+    assert "Listening at" not in quiet.stderr and "Exception in ASGI application" in quiet.stderr

@@ -208,6 +208,14 @@ class Config:
         help="access log format with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p {header}i {header}o",
     )
     access_log_json: bool = setting(False, "--access-log-json", parse=boolean, help="write access log lines as JSON")
+    proxy_headers: bool = setting(
+        True, "--proxy-headers", parse=boolean,
+        help="believe X-Forwarded-For and X-Forwarded-Proto from --forwarded-allow-ips peers (as uvicorn)",
+    )
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        ("127.0.0.1", "::1"), "--forwarded-allow-ips", parse=word_list, metavar="IPS",
+        help="peers trusted for proxy headers: addresses, networks (10.0.0.0/8) or *; comma-separated",
+    )
     server_header: bool = setting(True, "--server-header", parse=boolean, help="send a Server: tricorn header")
     date_header: bool = setting(True, "--date-header", parse=boolean, help="send a Date header")
 
@@ -243,10 +251,10 @@ def _parse(name: str, raw: Any, origin: str) -> Any:
     original = raw
     try:
         if meta.repeatable:
-            items = word_list(raw) if isinstance(raw, str) else raw
+            items = [raw] if isinstance(raw, str) else raw
             if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
                 raise ValueError("a list of strings")
-            return tuple(items)
+            return tuple(part for item in items for part in word_list(item))
         if isinstance(raw, bool):
             if not meta.is_bool:
                 raise ValueError(_expectation(meta))

@@ -70,6 +70,7 @@ class HttpConnection(asyncio.Protocol):
         "sockname",
         "started_at",
         "transport",
+        "trusted_proxy",
         "write_paused",
     )
 
@@ -97,6 +98,7 @@ class HttpConnection(asyncio.Protocol):
         self._paused_pipeline = False
         self._reading_paused = False
         self.eof = False
+        self.trusted_proxy = False
 
     # transport events ----------------------------------------------------------------------
 
@@ -106,6 +108,9 @@ class HttpConnection(asyncio.Protocol):
         self.sockname = _address(transport.get_extra_info("sockname"))
         self.deadline = self.loop.time() + self.server.timeout_header
         self.server.connections.add(self)
+        proxies = self.server.proxies
+        # A unix socket peer is a local process (a proxy on the same machine), so it is trusted.
+        self.trusted_proxy = proxies is not None and (self.client is None or self.client[0] in proxies)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -178,6 +183,12 @@ class HttpConnection(asyncio.Protocol):
         server.in_flight += 1
         server.requests += 1
         self.request = request
+        if self.trusted_proxy:
+            request.client, request.scheme = server.proxies.resolve(  # type: ignore[union-attr]
+                request.headers, self.client, self.scheme)
+        else:
+            request.client = self.client
+            request.scheme = self.scheme
         self.response = Response(request, server.server_header, server.date_header)
         if server.shutting_down:
             self.response.keep_alive = False

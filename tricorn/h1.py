@@ -55,6 +55,7 @@ class Request:
     """A complete request head. Header names are lowercased bytes, in arrival order."""
 
     __slots__ = (
+        "client",
         "expect_continue",
         "has_body",
         "headers",
@@ -63,6 +64,7 @@ class Request:
         "method",
         "path",
         "query",
+        "scheme",
         "target",
         "upgrade",
     )
@@ -90,6 +92,9 @@ class Request:
         self.expect_continue = expect_continue
         self.has_body = has_body
         self.upgrade = upgrade
+        # Who asked, as the app should see it: set by the connection (proxy headers applied).
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
 
     def __repr__(self) -> str:
         return f"<Request {self.method.decode()} {self.target!r} HTTP/{self.http_version}>"

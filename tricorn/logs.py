@@ -57,7 +57,7 @@ class _Atoms(dict[str, Any]):
             return self._header(headers, key[1:-2])
         value: Any
         if key == "h":
-            value = self.conn.client[0] if self.conn.client else "-"
+            value = request.client[0] if request.client else "-"
         elif key == "l":
             value = "-"
         elif key == "u":

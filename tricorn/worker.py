@@ -20,6 +20,7 @@ from .config import Config
 from .connection import HttpConnection
 from .h1 import RequestParser
 from .logs import AccessLog
+from .proxy import TrustedProxies
 from .wsgi import WSGIAdapter
 
 logger = logging.getLogger("tricorn.error")
@@ -45,6 +46,7 @@ class ServerState:
         self.limit_concurrency = config.limit_concurrency
         self.server_header = config.server_header
         self.date_header = config.date_header
+        self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
 
     def new_parser(self) -> RequestParser:
         c = self.config

@@ -401,12 +401,12 @@ class WSGICycle:
         environ["SERVER_NAME"] = server[0]
         environ["SERVER_PORT"] = str(server[1])
         environ["RAW_URI"] = request.target.decode("latin-1")
-        environ["wsgi.url_scheme"] = conn.scheme
+        environ["wsgi.url_scheme"] = request.scheme
         environ["wsgi.input"] = InputStream(self)
         if request.http_version == "1.0":
             environ["SERVER_PROTOCOL"] = "HTTP/1.0"
-        if conn.client is not None:
-            environ["REMOTE_ADDR"], port = conn.client
+        if request.client is not None:
+            environ["REMOTE_ADDR"], port = request.client
             environ["REMOTE_PORT"] = str(port)
         for name, value in request.headers:
             if name == b"content-type":
