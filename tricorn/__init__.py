@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .config import Config
 
 __version__ = "0.1.0"
 __all__ = ["Config", "__version__", "run"]
 
 
-def run(app: str, **settings: Any) -> int:
+def run(app: str, **settings: object) -> int:
     """Serve `app` ("module:attr") with settings named as in Config; returns the exit code."""
     from .cli import serve
     from .config import load
