@@ -73,13 +73,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("an integer of at least 0")
-    return value
-
-
 def port_number(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:

@@ -36,9 +36,8 @@ def setup(config: Config) -> AccessLog | None:
 class _Atoms(dict[str, Any]):
     """gunicorn's access log atoms, computed only when the format asks for them."""
 
-    def __init__(self, conn: HttpConnection, request: Request, response: Response, duration: float) -> None:
+    def __init__(self, request: Request, response: Response, duration: float) -> None:
         super().__init__()
-        self.conn = conn
         self.request = request
         self.response = response
         self.duration = duration
@@ -128,7 +127,7 @@ class AccessLog:
             old.close()
 
     def log(self, conn: HttpConnection, request: Request, response: Response, duration: float) -> None:
-        atoms = _Atoms(conn, request, response, duration)
+        atoms = _Atoms(request, response, duration)
         if self.as_json:
             line = json.dumps({
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -3,7 +3,6 @@
 import asyncio
 import json
 import os
-import sys
 
 RECORD = os.environ.get("TEST_RECORD_FILE")  # a file where lifespan events are appended
 
@@ -173,6 +172,3 @@ def factory():
 def broken_factory():
     raise RuntimeError("factory exploded")
 
-
-if "--print-loaded" in sys.argv:  # pragma: no cover
-    print("loaded")
