@@ -226,7 +226,7 @@ class Config:
         if self.threads is not None:
             return self.threads, "set"
         cpus, why = effective_cpus()
-        return min(32, cpus + 4), f"{cpus} CPUs ({why}) + 4, at most 32"
+        return min(32, cpus + 4), f"{why}, plus 4, at most 32"
 
 
 SETTINGS: dict[str, Meta] = {f.name: f.metadata["setting"] for f in dataclasses.fields(Config)}
