@@ -101,6 +101,19 @@ def serve(config: Config) -> int:
     try:
         for address in config.listeners():
             listeners.append(open_listener(address, config.backlog))
+        if config.workers > 1:
+            from .supervisor import Supervisor
+
+            def serve_worker(parent_pid: int) -> int:
+                assert config.app is not None
+                try:
+                    app, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
+                except UserError as exc:
+                    print(f"Error: {exc}", file=sys.stderr)
+                    return exc.exit_code
+                return Worker(config, app, interface, listeners, access_log, parent_pid).run()
+
+            return Supervisor(config.workers, config.graceful_timeout, listeners, serve_worker).run()
         app, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
         return Worker(config, app, interface, listeners, access_log).run()
     finally:

@@ -144,6 +144,10 @@ class Config:
     )
     host: str | None = setting(None, "--host", help="shortcut for --bind HOST:PORT (with --port)")
     port: int | None = setting(None, "--port", parse=port_number, help="shortcut for --bind HOST:PORT (with --host)")
+    workers: int = setting(
+        1, "-w", "--workers", parse=positive_int, metavar="N",
+        help="worker processes; above 1 a master supervises them (WEB_CONCURRENCY is honoured as in gunicorn)",
+    )
     backlog: int = setting(2048, "--backlog", parse=positive_int, help="listen() backlog of each listener")
     threads: int | None = setting(
         None, "--threads", parse=positive_int,
@@ -338,6 +342,10 @@ def load(
             continue
         values[name] = _parse(name, raw, f"environment variable {key}")
         sources[name] = f"env {key}"
+
+    if sources["workers"] == "default" and environ.get("WEB_CONCURRENCY"):
+        values["workers"] = _parse("workers", environ["WEB_CONCURRENCY"], "environment variable WEB_CONCURRENCY")
+        sources["workers"] = "env WEB_CONCURRENCY"
 
     for name, raw in cli.items():
         flag = SETTINGS[name].flags[-1] if SETTINGS[name].flags else "APP"

@@ -71,9 +71,10 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
 class Worker:
     def __init__(
         self, config: Config, app: Any, interface: str, listeners: list[socket.socket],
-        access_log: AccessLog | None,
+        access_log: AccessLog | None, parent_pid: int = 0,
     ) -> None:
         self.config = config
+        self.parent_pid = parent_pid  # the master's pid; 0 when serving without one
         self.app = app
         self.interface = interface
         self.listeners = listeners
@@ -110,7 +111,7 @@ class Worker:
         lifespan = None
         if self.interface == "wsgi":
             threads, _ = config.thread_count()
-            state.adapter = WSGIAdapter(self.app, config, threads)
+            state.adapter = WSGIAdapter(self.app, config, threads, multiprocess=config.workers > 1)
         else:
             app = ASGI2App(self.app) if self.interface == "asgi2" else self.app
             lifespan = Lifespan(app, config.lifespan)
@@ -159,6 +160,9 @@ class Worker:
         loop = state.loop
 
         def run() -> None:
+            if self.parent_pid and os.getppid() != self.parent_pid and self._stop is not None:
+                logger.warning("the master (pid %d) is gone: stopping", self.parent_pid)
+                self._stop.set()
             now = loop.time()
             for conn in list(state.connections):
                 conn.check_deadline(now)

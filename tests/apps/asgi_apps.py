@@ -172,3 +172,9 @@ def factory():
 def broken_factory():
     raise RuntimeError("factory exploded")
 
+
+
+async def pid(scope, receive, send):
+    """Answers with the serving process's pid."""
+    if scope["type"] == "http":
+        await _respond(send, 200, str(os.getpid()).encode())

@@ -1,0 +1,93 @@
+"""The pre-fork master with real processes and real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import httpx
+import pytest
+
+
+def booted(server) -> list[int]:  # type: ignore[no-untyped-def]
+    return [int(p) for p in re.findall(r"Booting worker with pid (\d+)", server.stderr)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "State:\tZ" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_share_the_listener_and_a_killed_worker_is_replaced(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    first = booted(server)
+    assert httpx.get(server.url + "/").status_code == 200
+    os.kill(first[0], signal.SIGKILL)
+    server.wait_for(lambda: len(booted(server)) == 3, timeout=5, what="a replacement worker")
+    assert f"Worker (pid {first[0]}) was killed by SIGKILL (perhaps out of memory?)" in server.stderr
+    for _ in range(20):
+        assert int(httpx.get(server.url + "/").text) in (set(booted(server)) - {first[0]})
+    assert server.stop() == 0
+    assert not any(alive(pid) for pid in booted(server))
+
+
+def test_ttin_and_ttou_change_the_worker_count(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    server.proc.send_signal(signal.SIGTTIN)
+    server.wait_for(lambda: len(booted(server)) == 3, what="a third worker")
+    oldest = booted(server)[0]
+    server.proc.send_signal(signal.SIGTTOU)
+    server.wait_for(lambda: not alive(oldest), what="the oldest worker to stop")
+    assert sum(alive(pid) for pid in booted(server)) == 2
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize(("app", "code"), [("asgi_apps:nope", 4), ("asgi_apps:failing_startup", 3)])
+def test_worker_load_or_boot_failure_stops_the_master_with_its_code(serve, app: str, code: int) -> None:  # type: ignore[no-untyped-def]
+    server = serve(app, "-w", "2")
+    assert server.wait() == code
+    assert len(booted(server)) == 2  # no respawn loop
+    assert "stopping the master" in server.stderr
+
+
+def test_workers_exit_when_the_master_is_killed(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    workers = booted(server)
+    server.proc.kill()
+    server.proc.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "orphaned workers kept running"
+        time.sleep(0.05)
+
+
+def test_web_concurrency_is_honoured(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:pid", "--no-access-log", env={"WEB_CONCURRENCY": "3"})
+    server.wait_for(lambda: len(booted(server)) == 3, what="three workers")
+    assert server.stop() == 0
+
+
+def test_sigterm_to_the_master_drains_in_flight_requests(serve) -> None:  # type: ignore[no-untyped-def]
+    import concurrent.futures
+
+    server = serve("asgi_apps:app", "-w", "2", "--no-access-log")
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(httpx.get, server.url + "/sleep?1.5", timeout=30)
+        time.sleep(0.5)  # the request is inside the app
+        server.proc.send_signal(signal.SIGTERM)
+        assert slow.result().status_code == 200
+    assert server.wait() == 0
+    assert not any(alive(pid) for pid in booted(server))

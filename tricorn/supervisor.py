@@ -1,0 +1,192 @@
+"""The pre-fork master: spawn, reap and replace workers; signals with gunicorn's meanings.
+
+Theory of operation (gunicorn's arbiter shape). The listeners are bound once, here, and every
+worker inherits them across fork. Signal handlers only enqueue the signal and wake the loop
+through a pipe; one synchronous loop handles the queue, reaps children, and keeps the worker count.
+  TERM            graceful stop: workers drain within --graceful-timeout, then KILL
+  INT, QUIT       fast stop
+  TTIN / TTOU     one worker more / one less
+  CHLD            wakes the loop to reap
+A worker that exits with 3 (boot failure) or 4 (app load failure) stops the master with the same
+code instead of being respawned forever. Workers watch their parent pid and exit if the master
+is gone, so killing the master with -9 leaves no orphans serving.
+
+Not yet here (issue 3): the scoreboard and heartbeat, HUP rolling reload, recycling, USR1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+from .worker import EXIT_BOOT_FAILURE
+
+logger = logging.getLogger("tricorn.error")
+
+EXIT_APP_LOAD_FAILURE = 4
+HALTING_EXITS = (EXIT_BOOT_FAILURE, EXIT_APP_LOAD_FAILURE)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+
+
+class Supervisor:
+    def __init__(
+        self, workers: int, graceful_timeout: float, listeners: list[socket.socket],
+        serve: Callable[[int], int],
+    ) -> None:
+        """`serve(parent_pid)` runs in each forked worker and returns its exit code."""
+        self.target = workers
+        self.graceful_timeout = graceful_timeout
+        self.listeners = listeners
+        self.serve = serve
+        self.children: dict[int, float] = {}  # pid → start time
+        self.queue: list[int] = []
+        self.exit_code = 0
+        self.stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # signals: enqueue and wake, nothing more --------------------------------------------------
+
+    def _enqueue(self, signum: int, frame: object) -> None:
+        if len(self.queue) < 10:
+            self.queue.append(signum)
+        with contextlib.suppress(OSError):  # the pipe is full: the loop is awake anyway
+            os.write(self._wake_w, b".")
+
+    def run(self) -> int:
+        for signum in SIGNALS:
+            signal.signal(signum, self._enqueue)
+        logger.info("Master starting (pid %d) with %d workers", os.getpid(), self.target)
+        try:
+            while not self.stopping:
+                self._spawn_missing()
+                self._sleep(1.0)
+                self._reap()
+                while self.queue and not self.stopping:
+                    self._handle(self.queue.pop(0))
+        finally:
+            self._stop_children()
+        logger.info("Master exiting (pid %d)", os.getpid())
+        return self.exit_code
+
+    def _sleep(self, timeout: float) -> None:
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], timeout)
+            if ready:
+                while os.read(self._wake_r, 64):
+                    pass
+        except (OSError, InterruptedError) as exc:
+            if getattr(exc, "errno", None) not in (errno.EAGAIN, errno.EINTR, None):
+                raise
+
+    def _handle(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            return
+        if signum == signal.SIGTTIN:
+            self.target += 1
+            logger.info("SIGTTIN: %d workers", self.target)
+        elif signum == signal.SIGTTOU:
+            if self.target > 1:
+                self.target -= 1
+                oldest = min(self.children, key=self.children.__getitem__)
+                logger.info("SIGTTOU: %d workers; stopping worker %d", self.target, oldest)
+                self._kill(oldest, signal.SIGTERM)
+        else:
+            self.stopping = True
+            self._stop_signal = signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT
+            logger.info("%s: stopping", signal.Signals(signum).name)
+
+    # children ---------------------------------------------------------------------------------
+
+    def _spawn_missing(self) -> None:
+        while len(self.children) < self.target and not self.stopping:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid:
+            self.children[pid] = time.monotonic()
+            logger.info("Booting worker with pid %d", pid)
+            return
+        code = 1
+        try:
+            for signum in SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            code = self.serve(parent)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            logger.exception("Exception in worker process")
+            code = EXIT_BOOT_FAILURE
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            self.children.pop(pid, None)
+            self._report(pid, status)
+
+    def _report(self, pid: int, status: int) -> None:
+        if os.WIFSIGNALED(status):
+            name = signal.Signals(os.WTERMSIG(status)).name
+            hint = " (perhaps out of memory?)" if os.WTERMSIG(status) == signal.SIGKILL else ""
+            logger.error("Worker (pid %d) was killed by %s%s", pid, name, hint)
+            return
+        code = os.WEXITSTATUS(status)
+        if code in HALTING_EXITS and not self.stopping:
+            reason = "failed to boot" if code == EXIT_BOOT_FAILURE else "could not load the app"
+            logger.error("Worker (pid %d) %s (exit %d): stopping the master", pid, reason, code)
+            self.exit_code = code
+            self.stopping = True
+            self._stop_signal = signal.SIGTERM
+        elif code and not self.stopping:
+            logger.error("Worker (pid %d) exited with code %d", pid, code)
+        else:
+            logger.info("Worker (pid %d) exited", pid)
+
+    def _kill(self, pid: int, signum: int) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            self.children.pop(pid, None)
+
+    def _stop_children(self) -> None:
+        signum = getattr(self, "_stop_signal", signal.SIGTERM)
+        for pid in list(self.children):
+            self._kill(pid, signum)
+        for sock in self.listeners:
+            sock.close()  # workers keep their copies; new connections go nowhere once they exit
+        deadline = time.monotonic() + self.graceful_timeout + 1.0
+        while self.children and time.monotonic() < deadline:
+            self._sleep(0.05)
+            self._reap()
+        for pid in list(self.children):
+            logger.warning("Worker (pid %d) did not stop in time: killing it", pid)
+            self._kill(pid, signal.SIGKILL)
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.children.pop(pid, None)
+            self._report(pid, status)
