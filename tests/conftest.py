@@ -34,8 +34,10 @@ class Server:
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.record = Path(tempfile.mktemp(prefix="tricorn-record-"))
-        self._out = tempfile.TemporaryFile()
-        self._err = tempfile.TemporaryFile()
+        # Append mode: the master and its workers share these files, and without O_APPEND their
+        # writes would land at one shared offset and overwrite each other.
+        self._out = tempfile.TemporaryFile("a+b")
+        self._err = tempfile.TemporaryFile("a+b")
         fd = self.listener.fileno()
         argv = [sys.executable, "-m", "tricorn", app, "--app-dir", str(APPS), *args]
         if bind:

@@ -91,3 +91,20 @@ def test_sigterm_to_the_master_drains_in_flight_requests(serve) -> None:  # type
         assert slow.result().status_code == 200
     assert server.wait() == 0
     assert not any(alive(pid) for pid in booted(server))
+
+
+@pytest.mark.parametrize(("app", "args", "function"), [
+    ("asgi_apps:hangs", (), "block_the_loop_forever"),
+    ("wsgi_apps:hangs", ("--threads", "1"), "stuck_in_a_slow_query"),
+])
+def test_hung_worker_is_killed_with_its_traceback(serve, app: str, args: tuple[str, ...], function: str) -> None:  # type: ignore[no-untyped-def]
+    server = serve(app, "-w", "2", "--timeout", "2", "--no-access-log", *args)
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(server.url + "/block", timeout=20)
+    server.wait_for(lambda: "WORKER TIMEOUT (pid" in server.stderr and len(booted(server)) == 3,
+                    timeout=15, what="the hung worker's kill and replacement")
+    log = server.stderr
+    assert re.search(r"WORKER TIMEOUT \(pid \d+\): stack above", log)
+    assert function in log and "(most recent call first)" in log  # faulthandler's stack dump
+    assert httpx.get(server.url + "/", timeout=5).status_code == 200

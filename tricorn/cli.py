@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__, loader, logs
@@ -104,16 +104,17 @@ def serve(config: Config) -> int:
         if config.workers > 1:
             from .supervisor import Supervisor
 
-            def serve_worker(parent_pid: int) -> int:
+            def serve_worker(parent_pid: int, heartbeat: Callable[[int, int], None]) -> int:
                 assert config.app is not None
                 try:
                     app, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
                 except UserError as exc:
                     print(f"Error: {exc}", file=sys.stderr)
                     return exc.exit_code
-                return Worker(config, app, interface, listeners, access_log, parent_pid).run()
+                return Worker(config, app, interface, listeners, access_log, parent_pid, heartbeat).run()
 
-            return Supervisor(config.workers, config.graceful_timeout, listeners, serve_worker).run()
+            supervisor = Supervisor(config.workers, config.timeout, config.graceful_timeout, listeners, serve_worker)
+            return supervisor.run()
         app, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
         return Worker(config, app, interface, listeners, access_log).run()
     finally:

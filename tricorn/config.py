@@ -148,6 +148,10 @@ class Config:
         1, "-w", "--workers", parse=positive_int, metavar="N",
         help="worker processes; above 1 a master supervises them (WEB_CONCURRENCY is honoured as in gunicorn)",
     )
+    timeout: float = setting(
+        30.0, "-t", "--timeout", parse=duration, metavar="DURATION",
+        help="kill a worker whose event loop (or every WSGI thread) is stuck this long, logging its stacks",
+    )
     backlog: int = setting(2048, "--backlog", parse=positive_int, help="listen() backlog of each listener")
     threads: int | None = setting(
         None, "--threads", parse=positive_int,

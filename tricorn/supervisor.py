@@ -11,7 +11,11 @@ A worker that exits with 3 (boot failure) or 4 (app load failure) stops the mast
 code instead of being respawned forever. Workers watch their parent pid and exit if the master
 is gone, so killing the master with -9 leaves no orphans serving.
 
-Not yet here (issue 3): the scoreboard and heartbeat, HUP rolling reload, recycling, USR1.
+Liveness: each worker's event loop writes a heartbeat into the scoreboard; one silent for
+--timeout is sent SIGABRT (faulthandler logs every thread's stack, then the worker dies of it;
+SIGKILL a second later if it did not).
+
+Not yet here (issue 3): HUP rolling reload, recycling, USR1, crash-loop back-off.
 """
 
 from __future__ import annotations
@@ -27,23 +31,30 @@ import sys
 import time
 from collections.abc import Callable
 
+from .scoreboard import Scoreboard
 from .worker import EXIT_BOOT_FAILURE
 
 logger = logging.getLogger("tricorn.error")
 
 EXIT_APP_LOAD_FAILURE = 4
 HALTING_EXITS = (EXIT_BOOT_FAILURE, EXIT_APP_LOAD_FAILURE)
+ABORT_GRACE = 1.0  # seconds between SIGABRT (stacks to the log) and SIGKILL for a hung worker
+Heartbeat = Callable[[int, int], None]
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 
 
 class Supervisor:
     def __init__(
-        self, workers: int, graceful_timeout: float, listeners: list[socket.socket],
-        serve: Callable[[int], int],
+        self, workers: int, timeout: float, graceful_timeout: float, listeners: list[socket.socket],
+        serve: Callable[[int, Heartbeat], int],
     ) -> None:
-        """`serve(parent_pid)` runs in each forked worker and returns its exit code."""
+        """`serve(parent_pid, heartbeat)` runs in each forked worker and returns its exit code."""
         self.target = workers
+        self.timeout = timeout
         self.graceful_timeout = graceful_timeout
+        self.scoreboard = Scoreboard()
+        self.slots: dict[int, int] = {}  # pid → scoreboard slot
+        self.aborted: dict[int, float] = {}  # pid → when it was sent SIGABRT
         self.listeners = listeners
         self.serve = serve
         self.children: dict[int, float] = {}  # pid → start time
@@ -71,6 +82,7 @@ class Supervisor:
                 self._spawn_missing()
                 self._sleep(1.0)
                 self._reap()
+                self._check_heartbeats()
                 while self.queue and not self.stopping:
                     self._handle(self.queue.pop(0))
         finally:
@@ -113,9 +125,12 @@ class Supervisor:
 
     def _spawn(self) -> None:
         parent = os.getpid()
+        slot = min(set(range(self.scoreboard.slots)) - set(self.slots.values()))
+        self.scoreboard.claim(slot, 0)
         pid = os.fork()
         if pid:
             self.children[pid] = time.monotonic()
+            self.slots[pid] = slot
             logger.info("Booting worker with pid %d", pid)
             return
         code = 1
@@ -124,7 +139,12 @@ class Supervisor:
                 signal.signal(signum, signal.SIG_DFL)
             os.close(self._wake_r)
             os.close(self._wake_w)
-            code = self.serve(parent)
+            scoreboard, me = self.scoreboard, os.getpid()
+
+            def heartbeat(requests: int, in_flight: int) -> None:
+                scoreboard.beat(slot, me, requests, in_flight)
+
+            code = self.serve(parent, heartbeat)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -143,8 +163,34 @@ class Supervisor:
                 return
             if not pid:
                 return
-            self.children.pop(pid, None)
-            self._report(pid, status)
+            aborted = pid in self.aborted
+            self._forget(pid)
+            if aborted:
+                logger.critical("WORKER TIMEOUT (pid %d): stack above", pid)
+            else:
+                self._report(pid, status)
+
+    def _forget(self, pid: int) -> None:
+        self.children.pop(pid, None)
+        self.slots.pop(pid, None)
+        self.aborted.pop(pid, None)
+
+    def _check_heartbeats(self) -> None:
+        """A worker silent for --timeout gets SIGABRT (it logs every thread's stack), then SIGKILL."""
+        now = time.monotonic()
+        for pid, slot in list(self.slots.items()):
+            if pid in self.aborted:
+                if now - self.aborted[pid] >= ABORT_GRACE:
+                    logger.warning("Worker (pid %d) outlived SIGABRT: killing it", pid)
+                    self._kill(pid, signal.SIGKILL)
+                    self.aborted[pid] = float("inf")
+                continue
+            silent = now - self.scoreboard.read(slot)[1]
+            if silent > self.timeout:
+                logger.critical("Worker (pid %d) has not answered for %.1fs (--timeout %gs): dumping its stacks",
+                                pid, silent, self.timeout)
+                self._kill(pid, signal.SIGABRT)
+                self.aborted[pid] = now
 
     def _report(self, pid: int, status: int) -> None:
         if os.WIFSIGNALED(status):
@@ -168,7 +214,7 @@ class Supervisor:
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
-            self.children.pop(pid, None)
+            self._forget(pid)
 
     def _stop_children(self) -> None:
         signum = getattr(self, "_stop_signal", signal.SIGTERM)
@@ -188,5 +234,5 @@ class Supervisor:
                 pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            self.children.pop(pid, None)
+            self._forget(pid)
             self._report(pid, status)

@@ -8,10 +8,12 @@ left; run lifespan shutdown; stop the WSGI threads. A second SIGINT exits at onc
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from . import sockets as sockets_module
@@ -72,9 +74,11 @@ class Worker:
     def __init__(
         self, config: Config, app: Any, interface: str, listeners: list[socket.socket],
         access_log: AccessLog | None, parent_pid: int = 0,
+        heartbeat: Callable[[int, int], None] | None = None,
     ) -> None:
         self.config = config
         self.parent_pid = parent_pid  # the master's pid; 0 when serving without one
+        self.heartbeat = heartbeat  # heartbeat(requests, in_flight) into the master's scoreboard
         self.app = app
         self.interface = interface
         self.listeners = listeners
@@ -85,6 +89,10 @@ class Worker:
         self._sweep_handle: asyncio.TimerHandle | None = None
 
     def run(self) -> int:
+        if self.heartbeat is not None:
+            # The master sends SIGABRT to a hung worker: every thread's stack goes to the log, then
+            # the worker dies of the signal.
+            faulthandler.enable(all_threads=True)
         loop = new_event_loop(self.config.loop)
         asyncio.set_event_loop(loop)
         try:
@@ -163,6 +171,11 @@ class Worker:
             if self.parent_pid and os.getppid() != self.parent_pid and self._stop is not None:
                 logger.warning("the master (pid %d) is gone: stopping", self.parent_pid)
                 self._stop.set()
+            if self.heartbeat is not None:
+                # A WSGI worker whose every thread is stuck in one request is as hung as a blocked loop.
+                pool = getattr(state.adapter, "pool", None)
+                if pool is None or pool.stuck_for() < config.timeout:
+                    self.heartbeat(state.requests, state.in_flight)
             now = loop.time()
             for conn in list(state.connections):
                 conn.check_deadline(now)

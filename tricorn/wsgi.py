@@ -18,6 +18,7 @@ import queue
 import select
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -50,8 +51,10 @@ class ThreadPool:
     def __init__(self, size: int) -> None:
         self.size = size
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.busy_since = [0.0] * size  # when each thread took its current job; 0 when idle
         self._threads = [
-            threading.Thread(target=self._work, name=f"tricorn-wsgi-{i}", daemon=True) for i in range(size)
+            threading.Thread(target=self._work, args=(i,), name=f"tricorn-wsgi-{i}", daemon=True)
+            for i in range(size)
         ]
         for thread in self._threads:
             thread.start()
@@ -59,10 +62,18 @@ class ThreadPool:
     def submit(self, job: Callable[[], None]) -> None:
         self._queue.put(job)
 
-    def _work(self) -> None:
+    def _work(self, index: int) -> None:
         get = self._queue.get
+        busy = self.busy_since
         while (job := get()) is not None:
+            busy[index] = time.monotonic()
             job()
+            busy[index] = 0.0
+
+    def stuck_for(self) -> float:
+        """How long every thread has been inside one job (0 if any thread is free)."""
+        oldest = min(self.busy_since)
+        return time.monotonic() - oldest if oldest else 0.0
 
     def shutdown(self, timeout: float) -> None:
         for _ in self._threads:

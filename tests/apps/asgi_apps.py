@@ -178,3 +178,18 @@ async def pid(scope, receive, send):
     """Answers with the serving process's pid."""
     if scope["type"] == "http":
         await _respond(send, 200, str(os.getpid()).encode())
+
+
+def block_the_loop_forever():
+    import time
+
+    time.sleep(60)  # the event loop is blocked: what the hung-worker kill must name
+
+
+async def hangs(scope, receive, send):
+    """/block blocks the event loop; anything else answers with the pid."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/block":
+        block_the_loop_forever()
+    await _respond(send, 200, str(os.getpid()).encode())

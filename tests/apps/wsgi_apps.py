@@ -164,3 +164,14 @@ def unvalidated(environ, start_response):
     if path == "/file":
         return _app(environ, start_response)  # unwrapped, so the server sees its FileWrapper
     return app(environ, start_response)
+
+
+def stuck_in_a_slow_query(seconds):
+    time.sleep(seconds)  # every thread stuck here: the worker must be killed with this stack
+
+
+def hangs(environ, start_response):
+    if environ["PATH_INFO"] == "/block":
+        stuck_in_a_slow_query(60)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
