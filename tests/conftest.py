@@ -6,6 +6,7 @@ so a client can connect at once: the kernel queues it until the server accepts. 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import signal
@@ -36,8 +37,10 @@ class Server:
         self.record = Path(tempfile.mktemp(prefix="tricorn-record-"))
         # Append mode: the master and its workers share these files, and without O_APPEND their
         # writes would land at one shared offset and overwrite each other.
-        self._out = tempfile.TemporaryFile("a+b")
-        self._err = tempfile.TemporaryFile("a+b")
+        self._out = tempfile.TemporaryFile()
+        self._err = tempfile.TemporaryFile()
+        for capture in (self._out, self._err):
+            fcntl.fcntl(capture.fileno(), fcntl.F_SETFL, fcntl.fcntl(capture.fileno(), fcntl.F_GETFL) | os.O_APPEND)
         fd = self.listener.fileno()
         argv = [sys.executable, "-m", "tricorn", app, "--app-dir", str(APPS), *args]
         if bind:

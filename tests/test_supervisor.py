@@ -108,3 +108,46 @@ def test_hung_worker_is_killed_with_its_traceback(serve, app: str, args: tuple[s
     assert re.search(r"WORKER TIMEOUT \(pid \d+\): stack above", log)
     assert function in log and "(most recent call first)" in log  # faulthandler's stack dump
     assert httpx.get(server.url + "/", timeout=5).status_code == 200
+
+
+def test_hup_replaces_every_worker_with_zero_failed_requests(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    old = set(booted(server))
+    failures: list[str] = []
+    answered: set[int] = set()
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as client:
+            for _ in range(20000):  # bounded; stopped by the event long before
+                if stop.is_set():
+                    return
+                try:
+                    response = client.get(server.url + "/")
+                    if response.status_code != 200:
+                        failures.append(str(response.status_code))
+                    answered.add(int(response.text))
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    clients = [threading.Thread(target=load) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for(lambda: len(booted(server)) == 4 and not any(alive(pid) for pid in old), timeout=20,
+                        what="the new generation and the old one gone")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+    new = set(booted(server)) - old
+    assert failures == []
+    assert answered & new, "the new generation never answered"
+    assert "Generation 1 is ready: draining old worker" in server.stderr
+    assert server.stop() == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError("missing APP: give the application as module:attribute, e.g. tricorn examples.hello:app")
         if command == "check":
             return check(config)
-        return serve(config)
+        return serve(config, lambda: load(namespace)[0])
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -92,29 +93,40 @@ def check(config: Config) -> int:
     return 0
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
+    """Serve in this process (one worker), or as the master of --workers forked workers.
+
+    `reload_config` re-reads the configuration for SIGHUP (the listeners stay as they are)."""
     from .worker import Worker
 
     assert config.app is not None
     access_log = logs.setup(config)
-    listeners = []
+    listeners: list[socket.socket] = []
+
+    def worker_for(config: Config) -> Callable[[int, Callable[[int, int], None]], int]:
+        def serve_worker(parent_pid: int, heartbeat: Callable[[int, int], None]) -> int:
+            assert config.app is not None
+            try:
+                app, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
+            except UserError as exc:
+                print(f"Error: {exc}", file=sys.stderr)
+                return exc.exit_code
+            return Worker(config, app, interface, listeners, access_log, parent_pid, heartbeat).run()
+
+        return serve_worker
+
+    def reload() -> tuple[int, Callable[[int, Callable[[int, int], None]], int]]:
+        fresh = reload_config() if reload_config is not None else config
+        return fresh.workers, worker_for(fresh)
+
     try:
         for address in config.listeners():
             listeners.append(open_listener(address, config.backlog))
         if config.workers > 1:
             from .supervisor import Supervisor
 
-            def serve_worker(parent_pid: int, heartbeat: Callable[[int, int], None]) -> int:
-                assert config.app is not None
-                try:
-                    app, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
-                except UserError as exc:
-                    print(f"Error: {exc}", file=sys.stderr)
-                    return exc.exit_code
-                return Worker(config, app, interface, listeners, access_log, parent_pid, heartbeat).run()
-
-            supervisor = Supervisor(config.workers, config.timeout, config.graceful_timeout, listeners, serve_worker)
-            return supervisor.run()
+            return Supervisor(config.workers, config.timeout, config.graceful_timeout, listeners,
+                              worker_for(config), reload).run()
         app, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
         return Worker(config, app, interface, listeners, access_log).run()
     finally:

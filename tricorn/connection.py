@@ -33,6 +33,7 @@ logger = logging.getLogger("tricorn.error")
 HIGH_WATER = 64 * 1024  # unread request body that pauses reading (uvicorn and h11 use 64 KiB too)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER = 2.0  # seconds a refused connection keeps draining input before it is closed
+DRAIN_IDLE = 0.25  # seconds an idle connection may still bring a request once draining starts
 DISCARD_LIMIT = 1024 * 1024  # unread request body dropped to keep a connection, beyond it we close
 
 
@@ -334,9 +335,13 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def shutdown(self) -> None:
-        """Close now if no request is in progress; otherwise after its response."""
+        """Stop keeping this connection alive: a busy one closes after its response; an idle one
+        after DRAIN_IDLE. Closing an idle connection at once races a request already on the wire
+        (the client sees a reset, not a refusal); a request that arrives within DRAIN_IDLE is
+        answered with `connection: close` instead, and the client reconnects to another worker."""
         if self.cycle is None:
-            self.transport.close()
+            if self.idle or not self.parser.started:
+                self.deadline = self.loop.time() + DRAIN_IDLE
         elif self.response is not None:
             self.response.keep_alive = False  # says `connection: close` if its head is not out yet
 

@@ -128,6 +128,11 @@ class RequestParser:
         self._messages = 0
         self.dead = False
 
+    @property
+    def started(self) -> bool:
+        """Whether any byte has arrived on this connection."""
+        return bool(self._lead)
+
     def receive_data(self, data: bytes) -> list[object]:
         if self.dead:
             return []

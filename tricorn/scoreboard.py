@@ -28,6 +28,10 @@ class Scoreboard:
     def beat(self, slot: int, pid: int, requests: int, in_flight: int) -> None:
         _SLOT.pack_into(self._memory, slot * _SLOT.size, pid, time.monotonic(), requests, in_flight)
 
+    def ready(self, slot: int) -> bool:
+        """Claimed with pid 0; the worker's first beat, once it listens, writes its pid."""
+        return self.read(slot)[0] != 0
+
     def read(self, slot: int) -> tuple[int, float, int, int]:
         """pid, heartbeat, requests, in flight."""
         pid, beat, requests, in_flight = _SLOT.unpack_from(self._memory, slot * _SLOT.size)

@@ -5,6 +5,9 @@ worker inherits them across fork. Signal handlers only enqueue the signal and wa
 through a pipe; one synchronous loop handles the queue, reaps children, and keeps the worker count.
   TERM            graceful stop: workers drain within --graceful-timeout, then KILL
   INT, QUIT       fast stop
+  HUP             reload: re-read the config file and environment, start a new generation of
+                  workers (new code: the app is imported after the fork), and only when every
+                  one of them is READY tell the old generation to drain: no request is refused
   TTIN / TTOU     one worker more / one less
   CHLD            wakes the loop to reap
 A worker that exits with 3 (boot failure) or 4 (app load failure) stops the master with the same
@@ -15,7 +18,7 @@ Liveness: each worker's event loop writes a heartbeat into the scoreboard; one s
 --timeout is sent SIGABRT (faulthandler logs every thread's stack, then the worker dies of it;
 SIGKILL a second later if it did not).
 
-Not yet here (issue 3): HUP rolling reload, recycling, USR1, crash-loop back-off.
+Not yet here (issue 3): recycling, USR1, crash-loop back-off, --preload.
 """
 
 from __future__ import annotations
@@ -40,15 +43,22 @@ EXIT_APP_LOAD_FAILURE = 4
 HALTING_EXITS = (EXIT_BOOT_FAILURE, EXIT_APP_LOAD_FAILURE)
 ABORT_GRACE = 1.0  # seconds between SIGABRT (stacks to the log) and SIGKILL for a hung worker
 Heartbeat = Callable[[int, int], None]
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
+           signal.SIGCHLD)
 
 
 class Supervisor:
     def __init__(
         self, workers: int, timeout: float, graceful_timeout: float, listeners: list[socket.socket],
         serve: Callable[[int, Heartbeat], int],
+        reload: Callable[[], tuple[int, Callable[[int, Heartbeat], int]]] | None = None,
     ) -> None:
-        """`serve(parent_pid, heartbeat)` runs in each forked worker and returns its exit code."""
+        """`serve(parent_pid, heartbeat)` runs in each forked worker and returns its exit code;
+        `reload()` re-reads the configuration for HUP and returns the worker count and a new `serve`."""
+        self.reload = reload
+        self.generation = 0
+        self.generations: dict[int, int] = {}  # pid → generation
+        self.retiring: set[int] = set()  # the old generation, told to drain once the new one is READY
         self.target = workers
         self.timeout = timeout
         self.graceful_timeout = graceful_timeout
@@ -83,6 +93,7 @@ class Supervisor:
                 self._sleep(1.0)
                 self._reap()
                 self._check_heartbeats()
+                self._retire_when_ready()
                 while self.queue and not self.stopping:
                     self._handle(self.queue.pop(0))
         finally:
@@ -103,13 +114,17 @@ class Supervisor:
     def _handle(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
             return
-        if signum == signal.SIGTTIN:
+        if signum == signal.SIGHUP:
+            self._reload()
+        elif signum == signal.SIGTTIN:
             self.target += 1
             logger.info("SIGTTIN: %d workers", self.target)
         elif signum == signal.SIGTTOU:
-            if self.target > 1:
+            current = [pid for pid, generation in self.generations.items() if generation == self.generation]
+            if self.target > 1 and current:
                 self.target -= 1
-                oldest = min(self.children, key=self.children.__getitem__)
+                oldest = min(current, key=self.children.__getitem__)
+                self.generations[oldest] = -1  # no longer counted: not replaced when it exits
                 logger.info("SIGTTOU: %d workers; stopping worker %d", self.target, oldest)
                 self._kill(oldest, signal.SIGTERM)
         else:
@@ -119,8 +134,32 @@ class Supervisor:
 
     # children ---------------------------------------------------------------------------------
 
+    def _reload(self) -> None:
+        if self.reload is not None:
+            try:
+                self.target, self.serve = self.reload()
+            except Exception as exc:  # a broken config file must not take the running server down
+                logger.error("SIGHUP: keeping the running workers, the new configuration failed: %s", exc)
+                return
+        self.retiring |= {pid for pid, generation in self.generations.items() if generation == self.generation}
+        self.generation += 1
+        logger.info("SIGHUP: starting generation %d of %d workers", self.generation, self.target)
+
+    def _retire_when_ready(self) -> None:
+        if not self.retiring:
+            return
+        current = [pid for pid, generation in self.generations.items() if generation == self.generation]
+        if len(current) >= self.target and all(self.scoreboard.ready(self.slots[pid]) for pid in current):
+            for pid in self.retiring:
+                logger.info("Generation %d is ready: draining old worker %d", self.generation, pid)
+                self._kill(pid, signal.SIGTERM)
+            self.retiring.clear()
+
     def _spawn_missing(self) -> None:
-        while len(self.children) < self.target and not self.stopping:
+        current = sum(1 for generation in self.generations.values() if generation == self.generation)
+        for _ in range(self.target - current):
+            if self.stopping:
+                return
             self._spawn()
 
     def _spawn(self) -> None:
@@ -131,6 +170,7 @@ class Supervisor:
         if pid:
             self.children[pid] = time.monotonic()
             self.slots[pid] = slot
+            self.generations[pid] = self.generation
             logger.info("Booting worker with pid %d", pid)
             return
         code = 1
@@ -174,6 +214,8 @@ class Supervisor:
         self.children.pop(pid, None)
         self.slots.pop(pid, None)
         self.aborted.pop(pid, None)
+        self.generations.pop(pid, None)
+        self.retiring.discard(pid)
 
     def _check_heartbeats(self) -> None:
         """A worker silent for --timeout gets SIGABRT (it logs every thread's stack), then SIGKILL."""

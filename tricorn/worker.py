@@ -136,11 +136,11 @@ class Worker:
             servers.append(await loop.create_server(lambda: HttpConnection(state), sock=sock, backlog=config.backlog))
             logger.info("Listening at: %s (%d)", sockets_module.describe(sock), os.getpid())
         logger.info("Serving %s (%s)", config.app, self.interface)
+        if self.heartbeat is not None:
+            self.heartbeat(0, 0)  # the first beat tells the master this worker is READY
         self._start_sweep(state)
 
         await self._stop.wait()
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
         logger.info("Shutting down: waiting up to %gs for %d request(s) in progress",
                     config.graceful_timeout, state.in_flight)
         for server in servers:
@@ -148,9 +148,12 @@ class Worker:
         state.shutting_down = True
         for conn in list(state.connections):
             conn.shutdown()
+        # The sweep goes on closing connections as they fall idle (connection.shutdown).
         deadline = loop.time() + config.graceful_timeout
-        while state.in_flight and loop.time() < deadline:
+        while (state.in_flight or state.connections) and loop.time() < deadline:
             await asyncio.sleep(0.02)
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
         if state.in_flight:
             logger.warning("graceful timeout: closing %d connection(s) with requests in progress", state.in_flight)
         for conn in list(state.connections):
