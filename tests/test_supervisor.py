@@ -151,3 +151,19 @@ def test_hup_replaces_every_worker_with_zero_failed_requests(serve, tmp_path) ->
     assert answered & new, "the new generation never answered"
     assert "Generation 1 is ready: draining old worker" in server.stderr
     assert server.stop() == 0
+
+
+def test_hup_rereads_the_config_file(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "tricorn.toml"
+    config.write_text("workers = 2\naccess-log = false\n")
+    server = serve("asgi_apps:pid", "--config", str(config))
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers from the file")
+    config.write_text("workers = 3\naccess-log = false\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(lambda: len(booted(server)) == 5, what="a new generation of three")
+    server.wait_for(lambda: sum(alive(pid) for pid in booted(server)) == 3, what="the old generation gone")
+    config.write_text("workers = zero\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(lambda: "the new configuration failed" in server.stderr, what="the bad reload refused")
+    assert sum(alive(pid) for pid in booted(server)) == 3
+    assert server.stop() == 0
