@@ -167,3 +167,26 @@ def test_hup_rereads_the_config_file(serve, tmp_path) -> None:  # type: ignore[n
     server.wait_for(lambda: "the new configuration failed" in server.stderr, what="the bad reload refused")
     assert sum(alive(pid) for pid in booted(server)) == 3
     assert server.stop() == 0
+
+
+def test_max_requests_recycles_workers_under_load_with_zero_failures(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:pid", "-w", "2", "--max-requests", "30", "--max-requests-jitter", "5",
+                   "--no-access-log")
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    failures, answered = [], []
+    with httpx.Client(timeout=10) as client:
+        for _ in range(3000):  # bounded; a third worker answers after some 60-100 requests
+            try:
+                response = client.get(server.url + "/")
+                assert response.status_code == 200
+                answered.append(int(response.text))
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+            if len(set(answered)) >= 4:
+                break
+            time.sleep(0.005)  # leaves the heartbeat tick time to notice the count
+    assert failures == []
+    assert len(set(answered)) >= 3, "no worker was recycled"
+    assert "reached --max-requests: starting its successor" in server.stderr
+    server.wait_for(lambda: sum(alive(pid) for pid in booted(server)) == 2, what="the retiring worker drained")
+    assert server.stop() == 0

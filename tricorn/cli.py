@@ -103,8 +103,8 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
     access_log = logs.setup(config)
     listeners: list[socket.socket] = []
 
-    def worker_for(config: Config) -> Callable[[int, Callable[[int, int], None]], int]:
-        def serve_worker(parent_pid: int, heartbeat: Callable[[int, int], None]) -> int:
+    def worker_for(config: Config) -> Callable[[int, Callable[[int, int, bool], None]], int]:
+        def serve_worker(parent_pid: int, heartbeat: Callable[[int, int, bool], None]) -> int:
             assert config.app is not None
             try:
                 app, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
@@ -115,7 +115,7 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
 
         return serve_worker
 
-    def reload() -> tuple[int, Callable[[int, Callable[[int, int], None]], int]]:
+    def reload() -> tuple[int, Callable[[int, Callable[[int, int, bool], None]], int]]:
         fresh = reload_config() if reload_config is not None else config
         return fresh.workers, worker_for(fresh)
 

@@ -73,6 +73,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("an integer of at least 0")
+    return value
+
+
 def port_number(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -151,6 +158,14 @@ class Config:
     timeout: float = setting(
         30.0, "-t", "--timeout", parse=duration, metavar="DURATION",
         help="kill a worker whose event loop (or every WSGI thread) is stuck this long, logging its stacks",
+    )
+    max_requests: int = setting(
+        0, "--max-requests", parse=non_negative_int, metavar="N",
+        help="replace a worker after it served this many requests (its successor starts first); 0 is off",
+    )
+    max_requests_jitter: int = setting(
+        0, "--max-requests-jitter", parse=non_negative_int, metavar="N",
+        help="add a random 0..N to each worker's --max-requests, so workers do not restart together",
     )
     backlog: int = setting(2048, "--backlog", parse=positive_int, help="listen() backlog of each listener")
     threads: int | None = setting(

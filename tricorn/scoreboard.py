@@ -11,8 +11,9 @@ import mmap
 import struct
 import time
 
-# pid, heartbeat (monotonic seconds; CLOCK_MONOTONIC is shared by all processes), requests, in flight
-_SLOT = struct.Struct("<qdqq")
+# pid, heartbeat (monotonic seconds; CLOCK_MONOTONIC is shared by all processes), requests,
+# in flight, and whether the worker asks to be replaced (--max-requests)
+_SLOT = struct.Struct("<qdqq?")
 MAX_SLOTS = 1024
 
 
@@ -23,10 +24,10 @@ class Scoreboard:
 
     def claim(self, slot: int, pid: int) -> None:
         """The master gives `slot` to a new worker; its heartbeat starts at the fork."""
-        _SLOT.pack_into(self._memory, slot * _SLOT.size, pid, time.monotonic(), 0, 0)
+        _SLOT.pack_into(self._memory, slot * _SLOT.size, pid, time.monotonic(), 0, 0, False)
 
-    def beat(self, slot: int, pid: int, requests: int, in_flight: int) -> None:
-        _SLOT.pack_into(self._memory, slot * _SLOT.size, pid, time.monotonic(), requests, in_flight)
+    def beat(self, slot: int, pid: int, requests: int, in_flight: int, retire: bool = False) -> None:
+        _SLOT.pack_into(self._memory, slot * _SLOT.size, pid, time.monotonic(), requests, in_flight, retire)
 
     def ready(self, slot: int) -> bool:
         """Claimed with pid 0; the worker's first beat, once it listens, writes its pid."""
@@ -34,5 +35,8 @@ class Scoreboard:
 
     def read(self, slot: int) -> tuple[int, float, int, int]:
         """pid, heartbeat, requests, in flight."""
-        pid, beat, requests, in_flight = _SLOT.unpack_from(self._memory, slot * _SLOT.size)
+        pid, beat, requests, in_flight, _ = _SLOT.unpack_from(self._memory, slot * _SLOT.size)
         return pid, beat, requests, in_flight
+
+    def wants_retirement(self, slot: int) -> bool:
+        return bool(_SLOT.unpack_from(self._memory, slot * _SLOT.size)[4])

@@ -18,7 +18,10 @@ Liveness: each worker's event loop writes a heartbeat into the scoreboard; one s
 --timeout is sent SIGABRT (faulthandler logs every thread's stack, then the worker dies of it;
 SIGKILL a second later if it did not).
 
-Not yet here (issue 3): recycling, USR1, crash-loop back-off, --preload.
+Recycling (--max-requests): a worker past its limit asks for retirement in its slot; the master
+starts its successor and drains it once the successor is READY, as for HUP.
+
+Not yet here (issue 3): memory/lifetime recycling, USR1, crash-loop back-off, --preload.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ logger = logging.getLogger("tricorn.error")
 EXIT_APP_LOAD_FAILURE = 4
 HALTING_EXITS = (EXIT_BOOT_FAILURE, EXIT_APP_LOAD_FAILURE)
 ABORT_GRACE = 1.0  # seconds between SIGABRT (stacks to the log) and SIGKILL for a hung worker
-Heartbeat = Callable[[int, int], None]
+Heartbeat = Callable[[int, int, bool], None]
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
            signal.SIGCHLD)
 
@@ -181,8 +184,8 @@ class Supervisor:
             os.close(self._wake_w)
             scoreboard, me = self.scoreboard, os.getpid()
 
-            def heartbeat(requests: int, in_flight: int) -> None:
-                scoreboard.beat(slot, me, requests, in_flight)
+            def heartbeat(requests: int, in_flight: int, retire: bool) -> None:
+                scoreboard.beat(slot, me, requests, in_flight, retire)
 
             code = self.serve(parent, heartbeat)
         except SystemExit as exc:
@@ -227,6 +230,10 @@ class Supervisor:
                     self._kill(pid, signal.SIGKILL)
                     self.aborted[pid] = float("inf")
                 continue
+            if self.generations.get(pid) == self.generation and self.scoreboard.wants_retirement(slot):
+                logger.info("Worker (pid %d) reached --max-requests: starting its successor", pid)
+                self.generations[pid] = -1  # no longer counted, so a successor is spawned
+                self.retiring.add(pid)  # and it drains once the successor is READY
             silent = now - self.scoreboard.read(slot)[1]
             if silent > self.timeout:
                 logger.critical("Worker (pid %d) has not answered for %.1fs (--timeout %gs): dumping its stacks",

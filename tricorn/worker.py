@@ -11,6 +11,7 @@ import asyncio
 import faulthandler
 import logging
 import os
+import random
 import signal
 import socket
 from collections.abc import Callable
@@ -74,11 +75,13 @@ class Worker:
     def __init__(
         self, config: Config, app: Any, interface: str, listeners: list[socket.socket],
         access_log: AccessLog | None, parent_pid: int = 0,
-        heartbeat: Callable[[int, int], None] | None = None,
+        heartbeat: Callable[[int, int, bool], None] | None = None,
     ) -> None:
         self.config = config
         self.parent_pid = parent_pid  # the master's pid; 0 when serving without one
-        self.heartbeat = heartbeat  # heartbeat(requests, in_flight) into the master's scoreboard
+        self.heartbeat = heartbeat  # heartbeat(requests, in_flight, retire) into the master's scoreboard
+        jitter = random.randint(0, config.max_requests_jitter) if config.max_requests_jitter > 0 else 0
+        self.max_requests = config.max_requests + jitter if config.max_requests > 0 else 0
         self.app = app
         self.interface = interface
         self.listeners = listeners
@@ -137,7 +140,7 @@ class Worker:
             logger.info("Listening at: %s (%d)", sockets_module.describe(sock), os.getpid())
         logger.info("Serving %s (%s)", config.app, self.interface)
         if self.heartbeat is not None:
-            self.heartbeat(0, 0)  # the first beat tells the master this worker is READY
+            self.heartbeat(0, 0, False)  # the first beat tells the master this worker is READY
         self._start_sweep(state)
 
         await self._stop.wait()
@@ -178,7 +181,8 @@ class Worker:
                 # A WSGI worker whose every thread is stuck in one request is as hung as a blocked loop.
                 pool = getattr(state.adapter, "pool", None)
                 if pool is None or pool.stuck_for() < config.timeout:
-                    self.heartbeat(state.requests, state.in_flight)
+                    retire = 0 < self.max_requests <= state.requests
+                    self.heartbeat(state.requests, state.in_flight, retire)
             now = loop.time()
             for conn in list(state.connections):
                 conn.check_deadline(now)
