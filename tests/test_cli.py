@@ -119,3 +119,23 @@ def test_help_lists_env_names_and_defaults() -> None:
 
 def test_version() -> None:
     assert tricorn("--version").stdout.startswith("tricorn 0.")
+
+
+def test_pid_file_is_written_and_removed(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    pidfile = tmp_path / "tricorn.pid"
+    for args in ((), ("-w", "2")):
+        server = serve("asgi_apps:app", "--pid", str(pidfile), *args)
+        assert httpx.get(server.url + "/").status_code == 200
+        server.wait_for(pidfile.exists, what="the pid file")
+        assert pidfile.read_text().strip() == str(server.proc.pid)
+        assert server.stop() == 0
+        assert not pidfile.exists()
+
+
+def test_unwritable_pid_file_is_one_line_before_serving() -> None:
+    result = tricorn("examples.hello:app", "--pid", "/nonexistent/dir/tricorn.pid", "--port", "0")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: cannot write the pid file /nonexistent/dir/tricorn.pid: No such file or directory; check --pid")

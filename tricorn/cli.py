@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -119,9 +120,12 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
         fresh = reload_config() if reload_config is not None else config
         return fresh.workers, worker_for(fresh)
 
+    pidfile = PidFile(config.pid) if config.pid else None
     try:
         for address in config.listeners():
             listeners.append(open_listener(address, config.backlog))
+        if pidfile is not None:
+            pidfile.write()
         if config.workers > 1:
             from .supervisor import Supervisor
 
@@ -132,3 +136,30 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
     finally:
         for sock in listeners:
             sock.close()
+        if pidfile is not None:
+            pidfile.remove()
+
+
+class PidFile:
+    """--pid: this process's id in a file, removed at exit if it is still ours."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.written = False
+
+    def write(self) -> None:
+        try:
+            with open(self.path, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            raise UserError(f"cannot write the pid file {self.path}: {exc.strerror}; check --pid") from None
+        self.written = True
+
+    def remove(self) -> None:
+        try:
+            with open(self.path) as f:
+                ours = f.read().strip() == str(os.getpid())
+            if self.written and ours:
+                os.unlink(self.path)
+        except OSError:
+            pass

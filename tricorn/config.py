@@ -167,6 +167,9 @@ class Config:
         0, "--max-requests-jitter", parse=non_negative_int, metavar="N",
         help="add a random 0..N to each worker's --max-requests, so workers do not restart together",
     )
+    pid: str | None = setting(
+        None, "-p", "--pid", metavar="FILE", help="write the serving (or master) process id to FILE; removed at exit",
+    )
     backlog: int = setting(2048, "--backlog", parse=positive_int, help="listen() backlog of each listener")
     threads: int | None = setting(
         None, "--threads", parse=positive_int,
