@@ -23,7 +23,7 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as f:
             return "State:\tZ" not in f.read()
-    except FileNotFoundError:
+    except OSError:  # gone between the two looks (ENOENT, or ESRCH from the read)
         return False
 
 
@@ -190,3 +190,12 @@ def test_max_requests_recycles_workers_under_load_with_zero_failures(serve) -> N
     assert "reached --max-requests: starting its successor" in server.stderr
     server.wait_for(lambda: sum(alive(pid) for pid in booted(server)) == 2, what="the retiring worker drained")
     assert server.stop() == 0
+
+
+def test_crash_loop_backs_off_then_stops_the_master(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:dies_at_startup", "-w", "2")
+    assert server.wait(30) == 3
+    log = server.stderr
+    assert "next start in 0.1s" in log and "next start in 0.4s" in log
+    assert "Workers died 6 times in a row right after starting: stopping the master" in log
+    assert len(booted(server)) <= 7  # backed off, not a respawn storm

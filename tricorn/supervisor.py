@@ -21,7 +21,7 @@ SIGKILL a second later if it did not).
 Recycling (--max-requests): a worker past its limit asks for retirement in its slot; the master
 starts its successor and drains it once the successor is READY, as for HUP.
 
-Not yet here (issue 3): memory/lifetime recycling, USR1, crash-loop back-off, --preload.
+Not yet here (issue 3): memory/lifetime recycling, USR1, --preload.
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ logger = logging.getLogger("tricorn.error")
 EXIT_APP_LOAD_FAILURE = 4
 HALTING_EXITS = (EXIT_BOOT_FAILURE, EXIT_APP_LOAD_FAILURE)
 ABORT_GRACE = 1.0  # seconds between SIGABRT (stacks to the log) and SIGKILL for a hung worker
+# Crash-loop guard: a worker dying within CRASH_WINDOW of its start is an early death; each one in a
+# row doubles the wait before the next start (from 0.1 s, at most 2 s); CRASH_LIMIT in a row stop
+# the master, instead of burning CPU on a worker that cannot stay up.
+CRASH_WINDOW = 5.0
+CRASH_LIMIT = 6
 Heartbeat = Callable[[int, int, bool], None]
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
            signal.SIGCHLD)
@@ -59,6 +64,8 @@ class Supervisor:
         """`serve(parent_pid, heartbeat)` runs in each forked worker and returns its exit code;
         `reload()` re-reads the configuration for HUP and returns the worker count and a new `serve`."""
         self.reload = reload
+        self.early_deaths = 0
+        self.respawn_at = 0.0
         self.generation = 0
         self.generations: dict[int, int] = {}  # pid → generation
         self.retiring: set[int] = set()  # the old generation, told to drain once the new one is READY
@@ -93,7 +100,7 @@ class Supervisor:
         try:
             while not self.stopping:
                 self._spawn_missing()
-                self._sleep(1.0)
+                self._sleep(max(0.01, min(1.0, self.respawn_at - time.monotonic())))
                 self._reap()
                 self._check_heartbeats()
                 self._retire_when_ready()
@@ -159,6 +166,8 @@ class Supervisor:
             self.retiring.clear()
 
     def _spawn_missing(self) -> None:
+        if time.monotonic() < self.respawn_at:
+            return
         current = sum(1 for generation in self.generations.values() if generation == self.generation)
         for _ in range(self.target - current):
             if self.stopping:
@@ -207,11 +216,31 @@ class Supervisor:
             if not pid:
                 return
             aborted = pid in self.aborted
+            lived = time.monotonic() - self.children.get(pid, 0.0)
             self._forget(pid)
+            self._count_early_death(lived, status, aborted)
             if aborted:
                 logger.critical("WORKER TIMEOUT (pid %d): stack above", pid)
             else:
                 self._report(pid, status)
+
+    def _count_early_death(self, lived: float, status: int, aborted: bool) -> None:
+        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if self.stopping or clean or aborted or lived >= CRASH_WINDOW:
+            if lived >= CRASH_WINDOW:
+                self.early_deaths = 0
+            return
+        self.early_deaths += 1
+        if self.early_deaths >= CRASH_LIMIT:
+            logger.error("Workers died %d times in a row right after starting: stopping the master "
+                         "(the log above shows why)", self.early_deaths)
+            self.exit_code = EXIT_BOOT_FAILURE
+            self.stopping = True
+            return
+        delay = min(2.0, 0.1 * 2 ** (self.early_deaths - 1))
+        self.respawn_at = time.monotonic() + delay
+        logger.warning("Worker died %.1fs after starting (%d in a row): next start in %.1fs",
+                       lived, self.early_deaths, delay)
 
     def _forget(self, pid: int) -> None:
         self.children.pop(pid, None)

@@ -193,3 +193,10 @@ async def hangs(scope, receive, send):
     if scope["path"] == "/block":
         block_the_loop_forever()
     await _respond(send, 200, str(os.getpid()).encode())
+
+
+async def dies_at_startup(scope, receive, send):
+    """Crashes hard during lifespan startup: the crash-loop guard's case."""
+    if scope["type"] == "lifespan":
+        await receive()
+        os._exit(1)
