@@ -28,8 +28,8 @@ def test_sigterm_lets_in_flight_requests_finish(serve, app: str) -> None:  # typ
         pool, slow = _wait_in_flight(server, "/sleep?1.5")
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        assert idle.recv(10) == b""  # idle keep-alive connections are closed at once
-        assert time.monotonic() - started < 1.0
+        assert idle.recv(10) == b""  # idle keep-alive connections are closed promptly...
+        assert time.monotonic() - started < 2.0  # ...after the 0.25 s drain grace, not after --keep-alive (5 s)
         response = slow.result()
         assert response.status_code == 200
         assert response.headers.get("connection") == "close"

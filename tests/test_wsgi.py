@@ -88,7 +88,7 @@ def test_slow_requests_do_not_block_the_event_loop(serve) -> None:  # type: igno
         time.sleep(0.3)
         started = time.monotonic()
         assert httpx.get(server.url + "/", timeout=10).status_code == 200
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 1.2  # answered while both slow requests still sleep (1.5 s)
         threads = {f.result().json()["thread"] for f in slow}
     assert len(threads) == 2
 
