@@ -187,7 +187,7 @@ def test_max_requests_recycles_workers_under_load_with_zero_failures(serve) -> N
             time.sleep(0.005)  # leaves the heartbeat tick time to notice the count
     assert failures == []
     assert len(set(answered)) >= 3, "no worker was recycled"
-    assert "reached --max-requests: starting its successor" in server.stderr
+    assert "asks to retire (--max-requests" in server.stderr
     server.wait_for(lambda: sum(alive(pid) for pid in booted(server)) == 2, what="the retiring worker drained")
     assert server.stop() == 0
 
@@ -199,3 +199,20 @@ def test_crash_loop_backs_off_then_stops_the_master(serve) -> None:  # type: ign
     assert "next start in 0.1s" in log and "next start in 0.4s" in log
     assert "Workers died 6 times in a row right after starting: stopping the master" in log
     assert len(booted(server)) <= 7  # backed off, not a respawn storm
+
+
+@pytest.mark.parametrize("args", [("--max-worker-lifetime", "1"), ("--max-worker-memory", "1m")])
+def test_lifetime_and_memory_limits_replace_workers_successor_first(serve, args: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:pid", "-w", "2", "--no-access-log", *args)
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    first = set(booted(server))
+    with httpx.Client(timeout=10) as client:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert client.get(server.url + "/").status_code == 200
+            if not any(alive(pid) for pid in first):
+                break
+            time.sleep(0.02)
+    assert not any(alive(pid) for pid in first), "the first workers were never replaced"
+    assert "asks to retire" in server.stderr
+    assert server.stop() == 0

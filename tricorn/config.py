@@ -170,6 +170,14 @@ class Config:
     pid: str | None = setting(
         None, "-p", "--pid", metavar="FILE", help="write the serving (or master) process id to FILE; removed at exit",
     )
+    max_worker_memory: int = setting(
+        0, "--max-worker-memory", parse=size, metavar="SIZE",
+        help="replace a worker whose RSS passes SIZE (checked each heartbeat; its successor starts first); 0 is off",
+    )
+    max_worker_lifetime: float = setting(
+        0.0, "--max-worker-lifetime", parse=duration, metavar="DURATION",
+        help="replace a worker after this long (with up to 10%% jitter; its successor starts first); 0 is off",
+    )
     backlog: int = setting(2048, "--backlog", parse=positive_int, help="listen() backlog of each listener")
     threads: int | None = setting(
         None, "--threads", parse=positive_int,

@@ -18,10 +18,11 @@ Liveness: each worker's event loop writes a heartbeat into the scoreboard; one s
 --timeout is sent SIGABRT (faulthandler logs every thread's stack, then the worker dies of it;
 SIGKILL a second later if it did not).
 
-Recycling (--max-requests): a worker past its limit asks for retirement in its slot; the master
+Recycling (--max-requests, --max-worker-memory, --max-worker-lifetime): a worker past a limit asks
+for retirement in its slot; the master
 starts its successor and drains it once the successor is READY, as for HUP.
 
-Not yet here (issue 3): memory/lifetime recycling, USR1, --preload.
+Not yet here (issue 3): USR1, --preload.
 """
 
 from __future__ import annotations
@@ -260,7 +261,8 @@ class Supervisor:
                     self.aborted[pid] = float("inf")
                 continue
             if self.generations.get(pid) == self.generation and self.scoreboard.wants_retirement(slot):
-                logger.info("Worker (pid %d) reached --max-requests: starting its successor", pid)
+                logger.info("Worker (pid %d) asks to retire (--max-requests, --max-worker-memory or "
+                            "--max-worker-lifetime): starting its successor", pid)
                 self.generations[pid] = -1  # no longer counted, so a successor is spawned
                 self.retiring.add(pid)  # and it drains once the successor is READY
             silent = now - self.scoreboard.read(slot)[1]

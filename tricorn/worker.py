@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,15 @@ class ServerState:
         )
 
 
+def rss_bytes() -> int:
+    """This process's resident memory, from /proc (0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     if choice in ("auto", "uvloop"):
         try:
@@ -82,6 +92,8 @@ class Worker:
         self.heartbeat = heartbeat  # heartbeat(requests, in_flight, retire) into the master's scoreboard
         jitter = random.randint(0, config.max_requests_jitter) if config.max_requests_jitter > 0 else 0
         self.max_requests = config.max_requests + jitter if config.max_requests > 0 else 0
+        lifetime = config.max_worker_lifetime
+        self.retire_at = time.monotonic() + lifetime * random.uniform(1.0, 1.1) if lifetime > 0 else 0.0
         self.app = app
         self.interface = interface
         self.listeners = listeners
@@ -167,6 +179,15 @@ class Worker:
             state.adapter.close(timeout=1.0)
         logger.info("Finished server process (%d)", os.getpid())
 
+    def _should_retire(self, state: ServerState) -> bool:
+        """--max-requests, --max-worker-lifetime, --max-worker-memory: ask the master for a successor."""
+        if 0 < self.max_requests <= state.requests:
+            return True
+        if self.retire_at and time.monotonic() >= self.retire_at:
+            return True
+        limit = self.config.max_worker_memory
+        return bool(limit) and rss_bytes() > limit
+
     def _start_sweep(self, state: ServerState) -> None:
         """Close connections past their deadline (connection.py explains the deadlines)."""
         config = self.config
@@ -181,8 +202,7 @@ class Worker:
                 # A WSGI worker whose every thread is stuck in one request is as hung as a blocked loop.
                 pool = getattr(state.adapter, "pool", None)
                 if pool is None or pool.stuck_for() < config.timeout:
-                    retire = 0 < self.max_requests <= state.requests
-                    self.heartbeat(state.requests, state.in_flight, retire)
+                    self.heartbeat(state.requests, state.in_flight, self._should_retire(state))
             now = loop.time()
             for conn in list(state.connections):
                 conn.check_deadline(now)
