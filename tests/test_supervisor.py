@@ -216,3 +216,11 @@ def test_lifetime_and_memory_limits_replace_workers_successor_first(serve, args:
     assert not any(alive(pid) for pid in first), "the first workers were never replaced"
     assert "asks to retire" in server.stderr
     assert server.stop() == 0
+
+
+def test_term_right_after_the_forks_still_stops_every_worker(serve) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):  # the window is between fork() and the child dropping the master's handlers
+        server = serve("asgi_apps:pid", "-w", "4", "--no-access-log")
+        server.wait_for(lambda: len(booted(server)) == 4, what="four forks")  # noqa: B023
+        assert server.stop(timeout=10) == 0
+        assert not any(alive(pid) for pid in booted(server))

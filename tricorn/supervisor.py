@@ -19,10 +19,11 @@ Liveness: each worker's event loop writes a heartbeat into the scoreboard; one s
 SIGKILL a second later if it did not).
 
 Recycling (--max-requests, --max-worker-memory, --max-worker-lifetime): a worker past a limit asks
-for retirement in its slot; the master
-starts its successor and drains it once the successor is READY, as for HUP.
+for retirement in its slot; the master starts its successor and drains the old worker once the
+successor is READY, as for HUP. Workers that keep dying right after they start are restarted with
+a growing delay, and stop the master after CRASH_LIMIT deaths in a row.
 
-Not yet here (issue 3): USR1, --preload.
+Not yet here (issue 3): USR1, --preload, --user/--group, --umask, process titles, systemd sockets.
 """
 
 from __future__ import annotations
@@ -179,8 +180,13 @@ class Supervisor:
         parent = os.getpid()
         slot = min(set(range(self.scoreboard.slots)) - set(self.slots.values()))
         self.scoreboard.claim(slot, 0)
+        # Until the child has dropped the master's handlers, a signal sent to it would only be
+        # queued for a master loop it never runs: block them across the fork, and let the child
+        # take any pending one with the default action once its handlers are reset.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         pid = os.fork()
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
             self.children[pid] = time.monotonic()
             self.slots[pid] = slot
             self.generations[pid] = self.generation
@@ -190,6 +196,7 @@ class Supervisor:
         try:
             for signum in SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
             os.close(self._wake_r)
             os.close(self._wake_w)
             scoreboard, me = self.scoreboard, os.getpid()
@@ -303,9 +310,14 @@ class Supervisor:
         for sock in self.listeners:
             sock.close()  # workers keep their copies; new connections go nowhere once they exit
         deadline = time.monotonic() + self.graceful_timeout + 1.0
+        resend = time.monotonic() + 1.0
         while self.children and time.monotonic() < deadline:
             self._sleep(0.05)
             self._reap()
+            if time.monotonic() >= resend:  # harmless to a draining worker; rescues a lost signal
+                for pid in list(self.children):
+                    self._kill(pid, signum)
+                resend += 1.0
         for pid in list(self.children):
             logger.warning("Worker (pid %d) did not stop in time: killing it", pid)
             self._kill(pid, signal.SIGKILL)
