@@ -29,7 +29,6 @@ Not yet here (issue 3): USR1, --preload, --user/--group, --umask, process titles
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import select
@@ -38,6 +37,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .scoreboard import Scoreboard
 from .worker import EXIT_BOOT_FAILURE
@@ -57,6 +57,17 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.
            signal.SIGCHLD)
 
 
+@dataclass
+class Child:
+    """What the master knows of one worker process."""
+
+    slot: int  # its scoreboard slot
+    started: float  # monotonic time of the fork
+    generation: int  # -1 once it no longer counts toward the worker count (TTOU, retiring)
+    aborted_at: float = 0.0  # when it was sent SIGABRT for a missed heartbeat; 0 if never
+    retiring: bool = False  # drain it once every worker of the current generation is READY
+
+
 class Supervisor:
     def __init__(
         self, workers: int, timeout: float, graceful_timeout: float, listeners: list[socket.socket],
@@ -65,24 +76,21 @@ class Supervisor:
     ) -> None:
         """`serve(parent_pid, heartbeat)` runs in each forked worker and returns its exit code;
         `reload()` re-reads the configuration for HUP and returns the worker count and a new `serve`."""
-        self.reload = reload
-        self.early_deaths = 0
-        self.respawn_at = 0.0
-        self.generation = 0
-        self.generations: dict[int, int] = {}  # pid → generation
-        self.retiring: set[int] = set()  # the old generation, told to drain once the new one is READY
         self.target = workers
         self.timeout = timeout
         self.graceful_timeout = graceful_timeout
-        self.scoreboard = Scoreboard()
-        self.slots: dict[int, int] = {}  # pid → scoreboard slot
-        self.aborted: dict[int, float] = {}  # pid → when it was sent SIGABRT
         self.listeners = listeners
         self.serve = serve
-        self.children: dict[int, float] = {}  # pid → start time
+        self.reload = reload
+        self.scoreboard = Scoreboard()
+        self.children: dict[int, Child] = {}
+        self.generation = 0
+        self.early_deaths = 0
+        self.respawn_at = 0.0
         self.queue: list[int] = []
         self.exit_code = 0
         self.stopping = False
+        self.stop_signal = signal.SIGTERM
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -114,14 +122,10 @@ class Supervisor:
         return self.exit_code
 
     def _sleep(self, timeout: float) -> None:
-        try:
-            ready, _, _ = select.select([self._wake_r], [], [], timeout)
-            if ready:
+        if select.select([self._wake_r], [], [], timeout)[0]:
+            with contextlib.suppress(BlockingIOError):  # drained
                 while os.read(self._wake_r, 64):
                     pass
-        except (OSError, InterruptedError) as exc:
-            if getattr(exc, "errno", None) not in (errno.EAGAIN, errno.EINTR, None):
-                raise
 
     def _handle(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
@@ -132,19 +136,23 @@ class Supervisor:
             self.target += 1
             logger.info("SIGTTIN: %d workers", self.target)
         elif signum == signal.SIGTTOU:
-            current = [pid for pid, generation in self.generations.items() if generation == self.generation]
+            current = self._current()
             if self.target > 1 and current:
                 self.target -= 1
-                oldest = min(current, key=self.children.__getitem__)
-                self.generations[oldest] = -1  # no longer counted: not replaced when it exits
+                oldest = min(current, key=lambda pid: self.children[pid].started)
+                self.children[oldest].generation = -1  # no longer counted: not replaced when it exits
                 logger.info("SIGTTOU: %d workers; stopping worker %d", self.target, oldest)
                 self._kill(oldest, signal.SIGTERM)
         else:
             self.stopping = True
-            self._stop_signal = signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT
+            self.stop_signal = signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT
             logger.info("%s: stopping", signal.Signals(signum).name)
 
     # children ---------------------------------------------------------------------------------
+
+    def _current(self) -> list[int]:
+        """The workers that count toward --workers: this generation's, not retiring."""
+        return [pid for pid, child in self.children.items() if child.generation == self.generation]
 
     def _reload(self) -> None:
         if self.reload is not None:
@@ -153,32 +161,34 @@ class Supervisor:
             except Exception as exc:  # a broken config file must not take the running server down
                 logger.error("SIGHUP: keeping the running workers, the new configuration failed: %s", exc)
                 return
-        self.retiring |= {pid for pid, generation in self.generations.items() if generation == self.generation}
+        for pid in self._current():
+            self.children[pid].retiring = True
         self.generation += 1
         logger.info("SIGHUP: starting generation %d of %d workers", self.generation, self.target)
 
     def _retire_when_ready(self) -> None:
-        if not self.retiring:
+        retiring = [pid for pid, child in self.children.items() if child.retiring]
+        if not retiring:
             return
-        current = [pid for pid, generation in self.generations.items() if generation == self.generation]
-        if len(current) >= self.target and all(self.scoreboard.ready(self.slots[pid]) for pid in current):
-            for pid in self.retiring:
+        current = self._current()
+        if len(current) >= self.target and all(self.scoreboard.ready(self.children[pid].slot) for pid in current):
+            for pid in retiring:
                 logger.info("Generation %d is ready: draining old worker %d", self.generation, pid)
+                self.children[pid].retiring = False
                 self._kill(pid, signal.SIGTERM)
-            self.retiring.clear()
 
     def _spawn_missing(self) -> None:
         if time.monotonic() < self.respawn_at:
             return
-        current = sum(1 for generation in self.generations.values() if generation == self.generation)
-        for _ in range(self.target - current):
+        for _ in range(self.target - len(self._current())):
             if self.stopping:
                 return
             self._spawn()
 
     def _spawn(self) -> None:
         parent = os.getpid()
-        slot = min(set(range(self.scoreboard.slots)) - set(self.slots.values()))
+        taken = {child.slot for child in self.children.values()}
+        slot = next(i for i in range(self.scoreboard.slots) if i not in taken)
         self.scoreboard.claim(slot, 0)
         # Until the child has dropped the master's handlers, a signal sent to it would only be
         # queued for a master loop it never runs: block them across the fork, and let the child
@@ -187,9 +197,7 @@ class Supervisor:
         pid = os.fork()
         if pid:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-            self.children[pid] = time.monotonic()
-            self.slots[pid] = slot
-            self.generations[pid] = self.generation
+            self.children[pid] = Child(slot, time.monotonic(), self.generation)
             logger.info("Booting worker with pid %d", pid)
             return
         code = 1
@@ -215,19 +223,20 @@ class Supervisor:
             sys.stderr.flush()
             os._exit(code)
 
-    def _reap(self) -> None:
-        while True:
+    def _reap(self, block: bool = False) -> None:
+        while self.children or not block:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
                 return
             if not pid:
                 return
-            aborted = pid in self.aborted
-            lived = time.monotonic() - self.children.get(pid, 0.0)
-            self._forget(pid)
-            self._count_early_death(lived, status, aborted)
-            if aborted:
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            lived = time.monotonic() - child.started
+            self._count_early_death(lived, status, bool(child.aborted_at))
+            if child.aborted_at:
                 logger.critical("WORKER TIMEOUT (pid %d): stack above", pid)
             else:
                 self._report(pid, status)
@@ -250,34 +259,27 @@ class Supervisor:
         logger.warning("Worker died %.1fs after starting (%d in a row): next start in %.1fs",
                        lived, self.early_deaths, delay)
 
-    def _forget(self, pid: int) -> None:
-        self.children.pop(pid, None)
-        self.slots.pop(pid, None)
-        self.aborted.pop(pid, None)
-        self.generations.pop(pid, None)
-        self.retiring.discard(pid)
-
     def _check_heartbeats(self) -> None:
         """A worker silent for --timeout gets SIGABRT (it logs every thread's stack), then SIGKILL."""
         now = time.monotonic()
-        for pid, slot in list(self.slots.items()):
-            if pid in self.aborted:
-                if now - self.aborted[pid] >= ABORT_GRACE:
+        for pid, child in list(self.children.items()):
+            if child.aborted_at:
+                if now - child.aborted_at >= ABORT_GRACE:
                     logger.warning("Worker (pid %d) outlived SIGABRT: killing it", pid)
                     self._kill(pid, signal.SIGKILL)
-                    self.aborted[pid] = float("inf")
+                    child.aborted_at = float("inf")
                 continue
-            if self.generations.get(pid) == self.generation and self.scoreboard.wants_retirement(slot):
+            if child.generation == self.generation and self.scoreboard.wants_retirement(child.slot):
                 logger.info("Worker (pid %d) asks to retire (--max-requests, --max-worker-memory or "
                             "--max-worker-lifetime): starting its successor", pid)
-                self.generations[pid] = -1  # no longer counted, so a successor is spawned
-                self.retiring.add(pid)  # and it drains once the successor is READY
-            silent = now - self.scoreboard.read(slot)[1]
+                child.generation = -1  # no longer counted, so a successor is spawned
+                child.retiring = True  # and it drains once the successor is READY
+            silent = now - self.scoreboard.read(child.slot)[1]
             if silent > self.timeout:
                 logger.critical("Worker (pid %d) has not answered for %.1fs (--timeout %gs): dumping its stacks",
                                 pid, silent, self.timeout)
                 self._kill(pid, signal.SIGABRT)
-                self.aborted[pid] = now
+                child.aborted_at = now
 
     def _report(self, pid: int, status: int) -> None:
         if os.WIFSIGNALED(status):
@@ -291,22 +293,18 @@ class Supervisor:
             logger.error("Worker (pid %d) %s (exit %d): stopping the master", pid, reason, code)
             self.exit_code = code
             self.stopping = True
-            self._stop_signal = signal.SIGTERM
         elif code and not self.stopping:
             logger.error("Worker (pid %d) exited with code %d", pid, code)
         else:
             logger.info("Worker (pid %d) exited", pid)
 
     def _kill(self, pid: int, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already gone: _reap will hear of it
             os.kill(pid, signum)
-        except ProcessLookupError:
-            self._forget(pid)
 
     def _stop_children(self) -> None:
-        signum = getattr(self, "_stop_signal", signal.SIGTERM)
         for pid in list(self.children):
-            self._kill(pid, signum)
+            self._kill(pid, self.stop_signal)
         for sock in self.listeners:
             sock.close()  # workers keep their copies; new connections go nowhere once they exit
         deadline = time.monotonic() + self.graceful_timeout + 1.0
@@ -316,15 +314,9 @@ class Supervisor:
             self._reap()
             if time.monotonic() >= resend:  # harmless to a draining worker; rescues a lost signal
                 for pid in list(self.children):
-                    self._kill(pid, signum)
+                    self._kill(pid, self.stop_signal)
                 resend += 1.0
         for pid in list(self.children):
             logger.warning("Worker (pid %d) did not stop in time: killing it", pid)
             self._kill(pid, signal.SIGKILL)
-        while self.children:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            self._forget(pid)
-            self._report(pid, status)
+        self._reap(block=True)
