@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httptools
@@ -28,7 +28,10 @@ APPS = ROOT / "tests" / "apps"
 class Server:
     """A tricorn process serving `app` from tests/apps on a pre-bound free port."""
 
-    def __init__(self, app: str, *args: str, env: dict[str, str] | None = None, bind: bool = True) -> None:
+    def __init__(
+        self, app: str, *args: str, env: dict[str, str] | None = None, bind: bool = True,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(1024)
@@ -47,7 +50,7 @@ class Server:
             argv += ["--bind", f"fd://{fd}"]
         full_env = {**os.environ, "TEST_RECORD_FILE": str(self.record), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, pass_fds=[fd], stdout=self._out, stderr=self._err, env=full_env,
+            argv, cwd=ROOT, pass_fds=[fd], stdout=self._out, stderr=self._err, env=full_env, preexec_fn=preexec_fn,
         )
         self.listener.close()
 
