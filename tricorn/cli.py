@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__, loader, logs
-from .config import SETTINGS, Config, describe, env_name, load
+from .config import SETTINGS, Config, default_text, describe, env_name, load
 from .errors import UserError
 from .sockets import open_listener, parse_bind
 
@@ -46,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, meta in SETTINGS.items():
         if not meta.flags:
             continue
-        default = Config.__dataclass_fields__[name].default
-        shown = "auto" if default is None else ("none" if default == () else default)
-        text = f"{meta.help} [{env_name(name)}; default: {shown}]".replace("%", "%%")
+        text = f"{meta.help} [{env_name(name)}; default: {default_text(name)}]".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": name, "help": text}
         if meta.is_bool:
             kwargs["action"] = argparse.BooleanOptionalAction

@@ -397,6 +397,12 @@ def describe(config: Config, sources: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+def default_text(name: str) -> str:
+    """A setting's default as --help and the reference show it."""
+    default = DEFAULTS[name]
+    return "auto" if default is None else ("none" if default == () else _toml(default))
+
+
 def _toml(value: Any) -> str:
     if value is None:
         return "unset"
@@ -425,8 +431,7 @@ def reference() -> str:
     for name, meta in SETTINGS.items():
         if not meta.flags:
             continue
-        default = DEFAULTS[name]
-        shown = "auto" if default is None else ("—" if default == () else _toml(default))
+        shown = default_text(name)
         flags = ", ".join(f"`{f}`" for f in meta.flags)
         if meta.is_bool:
             flags += f", `--no-{meta.flags[-1][2:]}`"
