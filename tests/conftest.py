@@ -46,6 +46,9 @@ class Server:
             fcntl.fcntl(capture.fileno(), fcntl.F_SETFL, fcntl.fcntl(capture.fileno(), fcntl.F_GETFL) | os.O_APPEND)
         fd = self.listener.fileno()
         argv = [sys.executable, "-m", "tricorn", app, "--app-dir", str(APPS), *args]
+        chosen = {"-w", "--workers", "-c", "--config"} & {arg.split("=")[0] for arg in args}
+        if not chosen and not {"WEB_CONCURRENCY", "TRICORN_WORKERS"} & set(env or {}):
+            argv += ["--workers", "1"]  # one process unless a test is about workers
         if bind:
             argv += ["--bind", f"fd://{fd}"]
         full_env = {**os.environ, "TEST_RECORD_FILE": str(self.record), "PYTHONUNBUFFERED": "1", **(env or {})}

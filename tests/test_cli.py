@@ -18,25 +18,36 @@ def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
 
 
+def error_line(text: str) -> str:
+    """The one `Error:` line. A master and its first worker log around it; no other worker tried."""
+    errors = [line for line in text.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, text
+    assert text.count("Booting worker") <= 1, text
+    return errors[0]
+
+
 def test_missing_module_is_exit_4_with_one_line() -> None:
-    result = tricorn("nosuchmodule:app")
-    assert result.returncode == 4
-    assert result.stderr.strip() == (
-        f"Error: could not import module 'nosuchmodule' (from APP 'nosuchmodule:app'): no such module in "
-        f"{ROOT} or on sys.path; check the name or pass --app-dir")
+    for args in ((), ("-w", "1"), ("-w", "3")):
+        result = tricorn("nosuchmodule:app", *args)
+        assert result.returncode == 4
+        assert error_line(result.stderr) == (
+            f"Error: could not import module 'nosuchmodule' (from APP 'nosuchmodule:app'): no such module in "
+            f"{ROOT} or on sys.path; check the name or pass --app-dir")
+    assert result.stderr.strip() != error_line(result.stderr)  # -w 3: a master ran
+    assert tricorn("nosuchmodule:app", "-w", "1").stderr.strip() == error_line(result.stderr)
 
 
 def test_missing_attribute_is_exit_4() -> None:
     result = tricorn("asgi_apps:nope", "--app-dir", str(APPS))
     assert result.returncode == 4
-    assert result.stderr.strip() == "Error: module 'asgi_apps' has no attribute 'nope' (from APP 'asgi_apps:nope')"
+    assert error_line(result.stderr) == "Error: module 'asgi_apps' has no attribute 'nope' (from APP 'asgi_apps:nope')"
 
 
 def test_import_error_inside_the_app_shows_its_traceback_then_one_line() -> None:
     result = tricorn("broken_import:app", "--app-dir", str(APPS))
     assert result.returncode == 4
     assert "Traceback" in result.stderr and 'broken_import.py", line 1' in result.stderr
-    assert last_line(result.stderr) == (
+    assert error_line(result.stderr) == (
         "Error: importing 'broken_import' failed: No module named 'module_that_does_not_exist' (traceback above)")
     assert "tricorn/cli.py" not in result.stderr
 
@@ -44,14 +55,14 @@ def test_import_error_inside_the_app_shows_its_traceback_then_one_line() -> None
 def test_syntax_error_in_the_app() -> None:
     result = tricorn("syntax_error:app", "--app-dir", str(APPS))
     assert result.returncode == 4
-    assert "SyntaxError" in last_line(result.stderr)
+    assert "SyntaxError" in error_line(result.stderr)
 
 
 def test_bad_app_string_and_factory_failure() -> None:
     assert last_line(tricorn("justamodule").stderr) == (
         "Error: APP must look like module:attribute (for example main:app), got 'justamodule'")
     result = tricorn("asgi_apps:broken_factory()", "--app-dir", str(APPS))
-    assert result.returncode == 4 and "calling the factory" in last_line(result.stderr)
+    assert result.returncode == 4 and "calling the factory" in error_line(result.stderr)
 
 
 def test_missing_app() -> None:
@@ -106,7 +117,29 @@ def test_print_config_shows_values_and_origins(tmp_path) -> None:  # type: ignor
     assert "keep-alive = 60.0  # command line" in lines
     assert "backlog = 100  # env TRICORN_BACKLOG" in lines
     assert f"threads = 6  # {tmp_path / 'tricorn.toml'}" in lines
-    assert "# derived: threads = 6 (set)" in lines
+    assert "# derived: threads = 6 (set; WSGI apps only)" in lines
+
+
+def test_print_config_derives_workers_from_the_cgroup(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "cpu.max").write_text("100000 100000\n")
+    (cgroup / "memory.max").write_text("536870912\n")
+    env = {"PATH": "/usr/bin", "PYTHONPATH": str(ROOT), "TRICORN_CGROUP_ROOT": str(cgroup)}
+    result = subprocess.run([sys.executable, "-m", "tricorn", "examples.hello:app", "--print-config"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=30)
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    lines = result.stdout.splitlines()
+    assert "workers = unset  # default" in lines
+    assert "# derived: workers = 1 (1 CPU from cgroup cpu.max 100000/100000)" in lines
+    assert any(line.startswith("# derived: memory limit = 512 MiB (cgroup memory.max)") for line in lines)
+    assert "# derived: threads = 5 (1 CPU from cgroup cpu.max 100000/100000, plus 4, at most 32; WSGI apps only)" \
+        in lines
+    result = subprocess.run([sys.executable, "-m", "tricorn", "examples.hello:app", "--print-config"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=30,
+                            env={**env, "WEB_CONCURRENCY": "3"})
+    assert "workers = 3  # env WEB_CONCURRENCY" in result.stdout.splitlines()
+    assert "# derived: workers = 3 (set)" in result.stdout.splitlines()
 
 
 def test_help_lists_env_names_and_defaults() -> None:

@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 from . import __version__, loader, logs
 from .config import SETTINGS, Config, default_text, describe, env_name, load
 from .errors import UserError
-from .sockets import open_listener, parse_bind
+from .process import PidFile, resolve_identity, set_title, switch_to
+from .sockets import open_listeners, parse_bind
 
 COMMANDS = ("serve", "check")
 
@@ -93,71 +94,64 @@ def check(config: Config) -> int:
 
 
 def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
-    """Serve in this process (one worker), or as the master of --workers forked workers.
+    """Serve: in this process with -w 1, else as the master of forked workers (--reload: as the
+    parent of a serving child that is replaced when code changes).
 
     `reload_config` re-reads the configuration for SIGHUP (the listeners stay as they are)."""
+    assert config.app is not None
+    loader.parse_spec(config.app)  # a malformed APP fails here, not in every worker
+    os.umask(config.umask)
+    access_log = logs.setup(config)
+    from .supervisor import Heartbeat, ServeWorker, Supervisor
     from .worker import Worker
 
-    assert config.app is not None
-    access_log = logs.setup(config)
-    listeners: list[socket.socket] = []
-
-    def worker_for(config: Config) -> Callable[[int, Callable[[int, int, bool], None]], int]:
-        def serve_worker(parent_pid: int, heartbeat: Callable[[int, int, bool], None]) -> int:
-            assert config.app is not None
-            try:
-                app, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
-            except UserError as exc:
-                print(f"Error: {exc}", file=sys.stderr)
-                return exc.exit_code
-            return Worker(config, app, interface, listeners, access_log, parent_pid, heartbeat).run()
-
-        return serve_worker
-
-    def reload() -> tuple[int, Callable[[int, Callable[[int, int, bool], None]], int]]:
-        fresh = reload_config() if reload_config is not None else config
-        return fresh.workers, worker_for(fresh)
-
+    identity = resolve_identity(config.user, config.group)
     pidfile = PidFile(config.pid) if config.pid else None
+    listeners: list[socket.socket] = []
     try:
-        for address in config.listeners():
-            listeners.append(open_listener(address, config.backlog))
+        listeners.extend(open_listeners(config))
         if pidfile is not None:
             pidfile.write()
-        if config.workers > 1:
-            from .supervisor import Supervisor
+        if config.reload:
+            from .reloader import Reloader
 
-            return Supervisor(config.workers, config.timeout, config.graceful_timeout, listeners,
-                              worker_for(config), reload).run()
-        app, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
-        return Worker(config, app, interface, listeners, access_log).run()
+            return Reloader(config, listeners).run()
+        preloaded = loader.load(config.app, config.app_dir, config.factory, config.interface) \
+            if config.preload else None
+        if config.workers == 1:
+            if identity is not None:
+                switch_to(identity)
+            set_title(f"tricorn: worker [{config.app}]")
+            app, interface = preloaded or loader.load(config.app, config.app_dir, config.factory, config.interface)
+            return Worker(config, app, interface, listeners, access_log).run()
+
+        def worker_for(config: Config) -> ServeWorker:
+            def serve_worker(number: int, master_pid: int, heartbeat: Heartbeat) -> int:
+                assert config.app is not None
+                set_title(f"tricorn: worker {number} [{config.app}]")
+                if identity is not None:
+                    switch_to(identity)
+                try:
+                    app, interface = preloaded or loader.load(
+                        config.app, config.app_dir, config.factory, config.interface)
+                except UserError as exc:
+                    print(f"Error: {exc}", file=sys.stderr)
+                    return exc.exit_code
+                return Worker(config, app, interface, listeners, access_log, master_pid, heartbeat).run()
+
+            return serve_worker
+
+        def reload() -> tuple[Config, ServeWorker]:
+            fresh = reload_config() if reload_config is not None else config
+            if preloaded is not None:
+                logs.logger.warning("SIGHUP with --preload: new workers run the app the master loaded at start; "
+                                    "restart the master to load new code")
+            return fresh, worker_for(fresh)
+
+        return Supervisor(config, listeners, worker_for(config), reload, lambda: logs.reopen(access_log)).run()
     finally:
         for sock in listeners:
             sock.close()
         if pidfile is not None:
             pidfile.remove()
 
-
-class PidFile:
-    """--pid: this process's id in a file, removed at exit if it is still ours."""
-
-    def __init__(self, path: str) -> None:
-        self.path = os.path.abspath(path)
-        self.written = False
-
-    def write(self) -> None:
-        try:
-            with open(self.path, "w") as f:
-                f.write(f"{os.getpid()}\n")
-        except OSError as exc:
-            raise UserError(f"cannot write the pid file {self.path}: {exc.strerror}; check --pid") from None
-        self.written = True
-
-    def remove(self) -> None:
-        try:
-            with open(self.path) as f:
-                ours = f.read().strip() == str(os.getpid())
-            if self.written and ours:
-                os.unlink(self.path)
-        except OSError:
-            pass

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .system import effective_cpus
+from .system import effective_cpus, memory_limit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,6 +87,16 @@ def port_number(text: str) -> int:
     return value
 
 
+def octal(text: str) -> int:
+    try:
+        value = int(text, 0) if text.lower().startswith(("0o", "0x", "0b")) else int(text, 8)
+    except ValueError:
+        raise ValueError("an octal mode such as 022 or 0o027") from None
+    if not 0 <= value <= 0o777:
+        raise ValueError("an octal mode from 000 to 777")
+    return value
+
+
 def word_list(text: str) -> tuple[str, ...]:
     return tuple(part for part in re.split(r"[,\s]+", text) if part)
 
@@ -100,6 +110,7 @@ class Meta:
     metavar: str | None = None
     repeatable: bool = False
     is_bool: bool = False
+    render: Callable[[Any], str] | None = None  # how --print-config and the docs show a value
 
 
 def setting(
@@ -109,12 +120,13 @@ def setting(
     parse: Callable[[str], Any] = str,
     choices: tuple[str, ...] = (),
     metavar: str | None = None,
+    render: Callable[[Any], str] | None = None,
 ) -> Any:
     is_bool = parse is boolean
     repeatable = isinstance(default, tuple)
     if choices:
         parse = _choice_parser(choices)
-    meta = Meta(flags, help, parse, choices, metavar, repeatable, is_bool)
+    meta = Meta(flags, help, parse, choices, metavar, repeatable, is_bool, render)
     return field(default=default, metadata={"setting": meta})
 
 
@@ -151,9 +163,10 @@ class Config:
     )
     host: str | None = setting(None, "--host", help="shortcut for --bind HOST:PORT (with --port)")
     port: int | None = setting(None, "--port", parse=port_number, help="shortcut for --bind HOST:PORT (with --host)")
-    workers: int = setting(
-        1, "-w", "--workers", parse=positive_int, metavar="N",
-        help="worker processes; above 1 a master supervises them (WEB_CONCURRENCY is honoured as in gunicorn)",
+    workers: int | None = setting(
+        None, "-w", "--workers", parse=positive_int, metavar="N",
+        help="worker processes under a master (default: one per effective CPU, lowered to fit the memory "
+        "limit); -w 1 serves in one process, without a master; WEB_CONCURRENCY is honoured as in gunicorn",
     )
     timeout: float = setting(
         30.0, "-t", "--timeout", parse=duration, metavar="DURATION",
@@ -177,6 +190,39 @@ class Config:
     max_worker_lifetime: float = setting(
         0.0, "--max-worker-lifetime", parse=duration, metavar="DURATION",
         help="replace a worker after this long (with up to 10%% jitter; its successor starts first); 0 is off",
+    )
+    preload: bool = setting(
+        False, "--preload", parse=boolean,
+        help="import the app in the master before forking (workers share its memory copy-on-write); "
+        "HUP then restarts workers without loading new code",
+    )
+    reuse_port: bool = setting(
+        False, "--reuse-port", parse=boolean, help="set SO_REUSEPORT on TCP listeners",
+    )
+    user: str | None = setting(
+        None, "-u", "--user", metavar="USER", help="when started as root, run workers as this user (name or uid)",
+    )
+    group: str | None = setting(
+        None, "-g", "--group", metavar="GROUP",
+        help="when started as root, run workers as this group (name or gid; default: the user's group)",
+    )
+    umask: int = setting(
+        0o22, "-m", "--umask", parse=octal, metavar="MODE", render=lambda mode: f'"{mode:03o}"',
+        help="file mode creation mask, in octal",
+    )
+    reload: bool = setting(
+        False, "--reload", parse=boolean,
+        help="development: restart when a watched file changes; an import error waits for the next change",
+    )
+    reload_dir: tuple[str, ...] = setting(
+        (), "--reload-dir", parse=word_list, metavar="DIR", help="directories to watch (default: the current one)",
+    )
+    reload_include: tuple[str, ...] = setting(
+        (), "--reload-include", parse=word_list, metavar="GLOB",
+        help="also restart on changes to files matching these globs (*.py always)",
+    )
+    reload_exclude: tuple[str, ...] = setting(
+        (), "--reload-exclude", parse=word_list, metavar="GLOB", help="ignore changes to files matching these globs",
     )
     backlog: int = setting(2048, "--backlog", parse=positive_int, help="listen() backlog of each listener")
     threads: int | None = setting(
@@ -228,6 +274,9 @@ class Config:
     log_level: str = setting(
         "info", "--log-level", choices=("critical", "error", "warning", "info", "debug"), help="error log level",
     )
+    error_logfile: str = setting(
+        "-", "--error-logfile", "--log-file", metavar="FILE", help="error log destination; - is stderr",
+    )
     access_log: bool = setting(True, "--access-log", parse=boolean, help="write an access log line per request")
     access_logfile: str = setting("-", "--access-logfile", metavar="FILE", help="access log destination; - is stdout")
     access_logformat: str = setting(
@@ -255,6 +304,12 @@ class Config:
             host = f"[{host}]"
         return (f"{host}:{8000 if self.port is None else self.port}",)
 
+    def worker_count(self) -> tuple[int, str]:
+        """Worker processes and why that many."""
+        if self.workers is not None:
+            return self.workers, "set"
+        return effective_cpus()
+
     def thread_count(self) -> tuple[int, str]:
         """WSGI threads and why that many."""
         if self.threads is not None:
@@ -267,6 +322,10 @@ SETTINGS: dict[str, Meta] = {f.name: f.metadata["setting"] for f in dataclasses.
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config)}
 # app is the positional argument, config chooses the file: neither belongs in a config file.
 FILE_KEYS = {name for name in SETTINGS if name not in ("app", "config")}
+
+
+# TRICORN_* variables that are not settings: TRICORN_CGROUP_ROOT (system.py), TRICORN_RELOADER_CHILD.
+NOT_SETTINGS = {"cgroup_root", "reloader_child"}
 
 
 def env_name(name: str) -> str:
@@ -366,6 +425,8 @@ def load(
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in SETTINGS or name == "app":
+            if name in NOT_SETTINGS:
+                continue
             # Unlike a config file, the environment holds other programs' variables too: warn only.
             message = unknown_key_message(name, f"environment variable {key}")
             logging.getLogger("tricorn.error").warning(message)
@@ -389,18 +450,29 @@ def describe(config: Config, sources: Mapping[str, str]) -> str:
     """`--print-config`: each setting as TOML with where its value came from."""
     lines = []
     for name in SETTINGS:
-        value = getattr(config, name)
-        lines.append(f"{name.replace('_', '-')} = {_toml(value)}  # {sources.get(name, 'default')}")
-    threads, why = config.thread_count()
+        shown = _show(name, getattr(config, name))
+        lines.append(f"{name.replace('_', '-')} = {shown}  # {sources.get(name, 'default')}")
+    workers, workers_why = config.worker_count()
+    threads, threads_why = config.thread_count()
+    memory, memory_why = memory_limit()
     lines.append(f"# derived: listeners = {_toml(config.listeners())}")
-    lines.append(f"# derived: threads = {threads} ({why})")
+    lines.append(f"# derived: workers = {workers} ({workers_why})")
+    if config.workers is None:
+        lines.append(f"# derived: memory limit = {memory / 2**20:.0f} MiB ({memory_why}); once the first worker "
+                     "is ready, fewer workers are started if they would not all fit in 80% of it")
+    lines.append(f"# derived: threads = {threads} ({threads_why}; WSGI apps only)")
     return "\n".join(lines)
 
 
 def default_text(name: str) -> str:
     """A setting's default as --help and the reference show it."""
     default = DEFAULTS[name]
-    return "auto" if default is None else ("none" if default == () else _toml(default))
+    return "auto" if default is None else ("none" if default == () else _show(name, default))
+
+
+def _show(name: str, value: Any) -> str:
+    render = SETTINGS[name].render
+    return render(value) if render is not None and value is not None else _toml(value)
 
 
 def _toml(value: Any) -> str:

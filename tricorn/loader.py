@@ -15,14 +15,18 @@ from .errors import AppLoadError
 INTERFACES = ("asgi3", "asgi2", "wsgi")
 
 
-def import_app(spec: str, app_dir: str = ".", factory: bool = False) -> Any:
-    """The object APP names; AppLoadError with one line saying what was not found."""
+def parse_spec(spec: str) -> tuple[str, str, bool]:
+    """module, attribute and whether to call it, from "module:attr" or "module:factory()"."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise AppLoadError(f"APP must look like module:attribute (for example main:app), got {spec!r}")
     call = attr.endswith("()")
-    if call:
-        attr = attr[:-2]
+    return module_name, attr[:-2] if call else attr, call
+
+
+def import_app(spec: str, app_dir: str = ".", factory: bool = False) -> Any:
+    """The object APP names; AppLoadError with one line saying what was not found."""
+    module_name, attr, call = parse_spec(spec)
     directory = str(Path(app_dir).resolve())
     if directory not in sys.path:
         sys.path.insert(0, directory)

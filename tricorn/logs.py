@@ -10,11 +10,14 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+from .errors import ConfigError
+
 if TYPE_CHECKING:
     from .config import Config
     from .connection import HttpConnection
     from .h1 import Request, Response
 
+logger = logging.getLogger("tricorn.error")
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
@@ -23,7 +26,7 @@ def setup(config: Config) -> AccessLog | None:
     """Configure the error log and return the access log, or None when it is off."""
     error = logging.getLogger("tricorn.error")
     error.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ErrorLogHandler(config.error_logfile)
     handler.setFormatter(logging.Formatter(ERROR_FORMAT, DATE_FORMAT))
     error.addHandler(handler)
     error.setLevel(config.log_level.upper())
@@ -31,6 +34,40 @@ def setup(config: Config) -> AccessLog | None:
     if not config.access_log:
         return None
     return AccessLog(config.access_logformat, config.access_log_json, config.access_logfile)
+
+
+def reopen(access_log: AccessLog | None) -> None:
+    """SIGUSR1: reopen the log files by name, after logrotate moved them."""
+    error = logging.getLogger("tricorn.error")
+    try:
+        for handler in error.handlers:
+            if isinstance(handler, _ErrorLogHandler):
+                handler.reopen()
+        if access_log is not None:
+            access_log.reopen()
+    except ConfigError as exc:
+        error.error("SIGUSR1: %s", exc)
+
+
+def _open(destination: str, default: IO[str]) -> IO[str]:
+    if destination in ("-", ""):
+        return default
+    try:
+        return open(destination, "a", buffering=1, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot open the log file {destination}: {exc.strerror}; check its directory "
+                          "and permissions, or log to - (the terminal)") from None
+
+
+class _ErrorLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    def __init__(self, destination: str) -> None:
+        super().__init__(_open(destination, sys.stderr))
+        self.destination = destination
+
+    def reopen(self) -> None:
+        old = self.setStream(_open(self.destination, sys.stderr))
+        if old is not None and old is not sys.stderr:
+            old.close()
 
 
 class _Atoms(dict[str, Any]):
@@ -118,12 +155,8 @@ class AccessLog:
         self.reopen()
 
     def reopen(self) -> None:
-        if self.destination in ("-", ""):
-            self.stream = sys.stdout
-            return
-        old = self.stream
-        self.stream = open(self.destination, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-        if old is not sys.stdout:
+        old, self.stream = self.stream, _open(self.destination, sys.stdout)
+        if old is not sys.stdout and old is not self.stream:
             old.close()
 
     def log(self, conn: HttpConnection, request: Request, response: Response, duration: float) -> None:

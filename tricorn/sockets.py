@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import stat
+from typing import TYPE_CHECKING
 
+from . import systemd
 from .errors import BindError
+
+if TYPE_CHECKING:
+    from .config import Config
+
+logger = logging.getLogger("tricorn.error")
 
 
 def parse_bind(address: str) -> tuple[str, str | int, int]:
@@ -40,7 +48,16 @@ def parse_bind(address: str) -> tuple[str, str | int, int]:
     return "tcp", host or "0.0.0.0", port
 
 
-def open_listener(address: str, backlog: int) -> socket.socket:
+def open_listeners(config: Config) -> list[socket.socket]:
+    """Sockets systemd passed (socket activation), else one per --bind address."""
+    inherited = systemd.listen_fds()
+    if inherited:
+        logger.info("Using %d socket(s) from systemd (LISTEN_FDS)", len(inherited))
+        return [open_listener(f"fd://{fd}", config.backlog) for fd in inherited]
+    return [open_listener(address, config.backlog, config.reuse_port) for address in config.listeners()]
+
+
+def open_listener(address: str, backlog: int, reuse_port: bool = False) -> socket.socket:
     kind, where, port = parse_bind(address)
     if kind == "fd":
         try:
@@ -68,6 +85,8 @@ def open_listener(address: str, backlog: int) -> socket.socket:
         family, _, _, _, sockaddr = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         _bind(sock, sockaddr, address)
     sock.listen(backlog)
     sock.setblocking(False)

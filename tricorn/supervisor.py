@@ -9,6 +9,7 @@ through a pipe; one synchronous loop handles the queue, reaps children, and keep
                   workers (new code: the app is imported after the fork), and only when every
                   one of them is READY tell the old generation to drain: no request is refused
   TTIN / TTOU     one worker more / one less
+  USR1            reopen log files, here and in every worker
   CHLD            wakes the loop to reap
 A worker that exits with 3 (boot failure) or 4 (app load failure) stops the master with the same
 code instead of being respawned forever. Workers watch their parent pid and exit if the master
@@ -23,7 +24,9 @@ for retirement in its slot; the master starts its successor and drains the old w
 successor is READY, as for HUP. Workers that keep dying right after they start are restarted with
 a growing delay, and stop the master after CRASH_LIMIT deaths in a row.
 
-Not yet here (issue 3): USR1, --preload, --user/--group, --umask, process titles, systemd sockets.
+Sizing: without --workers the count is the effective CPUs. The first worker boots alone; once it is
+READY its RSS is known, and the count is lowered so that all workers fit in MEMORY_SHARE of the
+memory limit. Then the others start.
 """
 
 from __future__ import annotations
@@ -39,7 +42,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import systemd
+from .config import Config
+from .process import set_title
 from .scoreboard import Scoreboard
+from .system import memory_limit, rss_bytes
 from .worker import EXIT_BOOT_FAILURE
 
 logger = logging.getLogger("tricorn.error")
@@ -52,9 +59,11 @@ ABORT_GRACE = 1.0  # seconds between SIGABRT (stacks to the log) and SIGKILL for
 # the master, instead of burning CPU on a worker that cannot stay up.
 CRASH_WINDOW = 5.0
 CRASH_LIMIT = 6
+MEMORY_SHARE = 0.8  # of the memory limit, for all workers together; the rest is headroom
 Heartbeat = Callable[[int, int, bool], None]
+ServeWorker = Callable[[int, int, Heartbeat], int]  # (worker number, master pid, heartbeat) -> exit code
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
-           signal.SIGCHLD)
+           signal.SIGUSR1, signal.SIGCHLD)
 
 
 @dataclass
@@ -70,18 +79,20 @@ class Child:
 
 class Supervisor:
     def __init__(
-        self, workers: int, timeout: float, graceful_timeout: float, listeners: list[socket.socket],
-        serve: Callable[[int, Heartbeat], int],
-        reload: Callable[[], tuple[int, Callable[[int, Heartbeat], int]]] | None = None,
+        self, config: Config, listeners: list[socket.socket], serve: ServeWorker,
+        reload: Callable[[], tuple[Config, ServeWorker]] | None = None,
+        reopen_logs: Callable[[], None] = lambda: None,
     ) -> None:
-        """`serve(parent_pid, heartbeat)` runs in each forked worker and returns its exit code;
-        `reload()` re-reads the configuration for HUP and returns the worker count and a new `serve`."""
-        self.target = workers
-        self.timeout = timeout
-        self.graceful_timeout = graceful_timeout
+        """`serve(number, master_pid, heartbeat)` runs in each forked worker and returns its exit code;
+        `reload()` re-reads the configuration for HUP and returns it with a new `serve`."""
+        self.config = config
+        self.target = config.worker_count()[0]
         self.listeners = listeners
         self.serve = serve
         self.reload = reload
+        self.reopen_logs = reopen_logs
+        self.sized = False  # the worker count was checked against the memory limit
+        self.announced = False  # systemd was told READY=1 for the current generation
         self.scoreboard = Scoreboard()
         self.children: dict[int, Child] = {}
         self.generation = 0
@@ -106,17 +117,20 @@ class Supervisor:
     def run(self) -> int:
         for signum in SIGNALS:
             signal.signal(signum, self._enqueue)
-        logger.info("Master starting (pid %d) with %d workers", os.getpid(), self.target)
+        set_title(f"tricorn: master [{self.config.app}]")
+        count, why = self.config.worker_count()
+        logger.info("Master starting (pid %d) with %d workers (%s)", os.getpid(), count, why)
         try:
             while not self.stopping:
                 self._spawn_missing()
                 self._sleep(max(0.01, min(1.0, self.respawn_at - time.monotonic())))
                 self._reap()
                 self._check_heartbeats()
-                self._retire_when_ready()
+                self._when_ready()
                 while self.queue and not self.stopping:
                     self._handle(self.queue.pop(0))
         finally:
+            systemd.notify("STOPPING=1")
             self._stop_children()
         logger.info("Master exiting (pid %d)", os.getpid())
         return self.exit_code
@@ -132,6 +146,11 @@ class Supervisor:
             return
         if signum == signal.SIGHUP:
             self._reload()
+        elif signum == signal.SIGUSR1:
+            logger.info("SIGUSR1: reopening log files")
+            self.reopen_logs()
+            for pid in self.children:
+                self._kill(pid, signal.SIGUSR1)
         elif signum == signal.SIGTTIN:
             self.target += 1
             logger.info("SIGTTIN: %d workers", self.target)
@@ -157,30 +176,68 @@ class Supervisor:
     def _reload(self) -> None:
         if self.reload is not None:
             try:
-                self.target, self.serve = self.reload()
+                self.config, self.serve = self.reload()
             except Exception as exc:  # a broken config file must not take the running server down
                 logger.error("SIGHUP: keeping the running workers, the new configuration failed: %s", exc)
                 return
+            self.target = self.config.worker_count()[0]
+            self.sized = False
         for pid in self._current():
             self.children[pid].retiring = True
         self.generation += 1
+        self.announced = False
+        systemd.notify("RELOADING=1")
         logger.info("SIGHUP: starting generation %d of %d workers", self.generation, self.target)
 
-    def _retire_when_ready(self) -> None:
-        retiring = [pid for pid, child in self.children.items() if child.retiring]
-        if not retiring:
-            return
+    def _when_ready(self) -> None:
+        """Size the worker count by the first READY worker's memory; once the whole generation is
+        READY, tell systemd and drain the workers it replaces."""
         current = self._current()
-        if len(current) >= self.target and all(self.scoreboard.ready(self.children[pid].slot) for pid in current):
-            for pid in retiring:
+        ready = [pid for pid in current if self.scoreboard.ready(self.children[pid].slot)]
+        if ready and not self.sized:
+            self.sized = True
+            self._fit_memory(ready[0])
+        if len(ready) < self.target:
+            return
+        if not self.announced:
+            self.announced = True
+            systemd.notify("READY=1")
+        for pid, child in self.children.items():
+            if child.retiring:
                 logger.info("Generation %d is ready: draining old worker %d", self.generation, pid)
-                self.children[pid].retiring = False
+                child.retiring = False
                 self._kill(pid, signal.SIGTERM)
 
+    def _fit_memory(self, pid: int) -> None:
+        rss = rss_bytes(pid)
+        if not rss:
+            return
+        limit, why = memory_limit()
+        fit = max(1, int(limit * MEMORY_SHARE // rss))
+        logger.debug("A worker uses %d MiB; the memory limit is %d MiB (%s)", rss // 2**20, limit // 2**20, why)
+        mib = 2**20
+        cap = self.config.max_worker_memory
+        if cap and cap < rss * 1.1:
+            logger.warning("--max-worker-memory %d MiB is at or below a fresh worker's RSS (%d MiB): workers "
+                           "will be replaced again and again; raise it", cap // mib, rss // mib)
+        if self.target <= fit:
+            return
+        if self.config.workers is not None:
+            logger.warning("%d workers of %d MiB each do not fit in %d%% of the memory limit (%d MiB, %s); "
+                           "at most %d would", self.target, rss // mib, MEMORY_SHARE * 100, limit // mib, why, fit)
+            return
+        logger.warning("Lowering workers from %d to %d: a worker uses %d MiB and %d%% of the memory limit "
+                       "(%d MiB, %s) holds %d; set --workers to choose", self.target, fit, rss // mib,
+                       MEMORY_SHARE * 100, limit // mib, why, fit)
+        self.target = fit
+
     def _spawn_missing(self) -> None:
+        """Start workers up to the count. The first of a generation boots alone: once it is READY its
+        memory sizes the count, and an app that cannot load fails once instead of in every worker."""
         if time.monotonic() < self.respawn_at:
             return
-        for _ in range(self.target - len(self._current())):
+        target = self.target if self.sized else 1
+        for _ in range(target - len(self._current())):
             if self.stopping:
                 return
             self._spawn()
@@ -204,15 +261,17 @@ class Supervisor:
         try:
             for signum in SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the worker's loop handles it
             signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
             os.close(self._wake_r)
             os.close(self._wake_w)
+            os.environ.pop("NOTIFY_SOCKET", None)  # only the master speaks to systemd
             scoreboard, me = self.scoreboard, os.getpid()
 
             def heartbeat(requests: int, in_flight: int, retire: bool) -> None:
                 scoreboard.beat(slot, me, requests, in_flight, retire)
 
-            code = self.serve(parent, heartbeat)
+            code = self.serve(slot + 1, parent, heartbeat)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -234,12 +293,11 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
-            lived = time.monotonic() - child.started
-            self._count_early_death(lived, status, bool(child.aborted_at))
             if child.aborted_at:
                 logger.critical("WORKER TIMEOUT (pid %d): stack above", pid)
             else:
                 self._report(pid, status)
+            self._count_early_death(time.monotonic() - child.started, status, bool(child.aborted_at))
 
     def _count_early_death(self, lived: float, status: int, aborted: bool) -> None:
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
@@ -275,9 +333,9 @@ class Supervisor:
                 child.generation = -1  # no longer counted, so a successor is spawned
                 child.retiring = True  # and it drains once the successor is READY
             silent = now - self.scoreboard.read(child.slot)[1]
-            if silent > self.timeout:
+            if silent > self.config.timeout:
                 logger.critical("Worker (pid %d) has not answered for %.1fs (--timeout %gs): dumping its stacks",
-                                pid, silent, self.timeout)
+                                pid, silent, self.config.timeout)
                 self._kill(pid, signal.SIGABRT)
                 child.aborted_at = now
 
@@ -307,7 +365,7 @@ class Supervisor:
             self._kill(pid, self.stop_signal)
         for sock in self.listeners:
             sock.close()  # workers keep their copies; new connections go nowhere once they exit
-        deadline = time.monotonic() + self.graceful_timeout + 1.0
+        deadline = time.monotonic() + self.config.graceful_timeout + 1.0
         resend = time.monotonic() + 1.0
         while self.children and time.monotonic() < deadline:
             self._sleep(0.05)

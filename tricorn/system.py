@@ -1,6 +1,10 @@
 """What this process may really use: CPUs (affinity, cgroup CPU quota) and memory (cgroup limit,
 else physical RAM), read from cgroup v2 or v1 files. Every answer comes with its reason, so that
 `--print-config` can say "2 CPUs from cgroup cpu.max 200000/100000" instead of a bare number.
+
+A limit set on any ancestor cgroup binds too (a Kubernetes pod's limit sits above its container's
+cgroup), so each lookup walks from the process's own cgroup, named in /proc/self/cgroup, up to the
+mount point, and keeps the smallest. TRICORN_CGROUP_ROOT points elsewhere than /sys/fs/cgroup.
 """
 
 from __future__ import annotations
@@ -9,52 +13,92 @@ import math
 import os
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_ROOT = Path(os.environ.get("TRICORN_CGROUP_ROOT", "/sys/fs/cgroup"))
 UNLIMITED = 1 << 60  # cgroup v1 writes a huge number (page-rounded LONG_MAX) for "no limit"
+_V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 
 
-def effective_cpus(cgroup_root: Path = CGROUP_ROOT, affinity: int | None = None) -> tuple[int, str]:
+def effective_cpus(
+    cgroup_root: Path = CGROUP_ROOT, affinity: int | None = None, membership: str | None = None,
+) -> tuple[int, str]:
     """The CPUs this process can keep busy, and why: affinity, lowered by a cgroup CPU quota."""
     if affinity is None:
         try:
             affinity = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - not Linux
             affinity = os.cpu_count() or 1
-    count, why = affinity, f"{affinity} CPUs from sched_getaffinity"
-    quota = cgroup_cpu_quota(cgroup_root)
+    count, source = affinity, "sched_getaffinity"
+    quota = cgroup_cpu_quota(cgroup_root, membership)
     if quota is not None and quota[0] < count:
-        count, why = quota[0], f"{quota[0]} CPUs from {quota[1]}"
-    return max(1, count), why
+        count, source = quota
+    count = max(1, count)
+    return count, f"{count} CPU{'s' if count != 1 else ''} from {source}"
 
 
-def cgroup_cpu_quota(root: Path) -> tuple[int, str] | None:
-    """The CPU quota as whole CPUs (rounded up) from cgroup v2 cpu.max or v1 cfs files."""
-    v2 = _read(root / "cpu.max")
-    if v2 is not None:
-        fields = v2.split()
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, membership: str | None = None) -> tuple[int, str] | None:
+    """The tightest CPU quota as whole CPUs (rounded up), from cgroup v2 cpu.max or v1 cfs files."""
+    paths = _membership(membership)
+    limits: list[tuple[float, str]] = []
+    for directory in _chain(root, paths.get("", "/")):
+        fields = (_read(directory / "cpu.max") or "").split()
         if len(fields) == 2 and fields[0] != "max":
-            quota, period = int(fields[0]), int(fields[1])
-            return max(1, math.ceil(quota / period)), f"cgroup cpu.max {quota}/{period}"
+            limits.append((int(fields[0]) / int(fields[1]), f"cgroup cpu.max {fields[0]}/{fields[1]}"))
+    mount = next((root / m for m in _V1_CPU_MOUNTS if (root / m).is_dir()), None)
+    if mount is not None:
+        for directory in _chain(mount, paths.get("cpu", "/")):
+            quota, period = _read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us")
+            if quota and period and int(quota) > 0 and int(period) > 0:
+                limits.append((int(quota) / int(period), f"cgroup cpu.cfs_quota_us {quota}/{period}"))
+    if not limits:
         return None
-    quota_text = _read(root / "cpu" / "cpu.cfs_quota_us") or _read(root / "cpu,cpuacct" / "cpu.cfs_quota_us")
-    period_text = _read(root / "cpu" / "cpu.cfs_period_us") or _read(root / "cpu,cpuacct" / "cpu.cfs_period_us")
-    if quota_text is None or period_text is None:
-        return None
-    quota, period = int(quota_text), int(period_text)
-    if quota <= 0 or period <= 0:
-        return None
-    return max(1, math.ceil(quota / period)), f"cgroup cpu.cfs_quota_us {quota}/{period}"
+    ratio, why = min(limits)
+    return max(1, math.ceil(ratio)), why
 
 
-def memory_limit(cgroup_root: Path = CGROUP_ROOT) -> tuple[int, str]:
+def memory_limit(cgroup_root: Path = CGROUP_ROOT, membership: str | None = None) -> tuple[int, str]:
     """Bytes this process's cgroup may use (v2 memory.max, v1 memory.limit_in_bytes), else RAM."""
-    v2 = _read(cgroup_root / "memory.max")
-    if v2 is not None and v2 != "max":
-        return int(v2), "cgroup memory.max"
-    v1 = _read(cgroup_root / "memory" / "memory.limit_in_bytes")
-    if v1 is not None and int(v1) < UNLIMITED:
-        return int(v1), "cgroup memory.limit_in_bytes"
+    paths = _membership(membership)
+    limits: list[tuple[int, str]] = []
+    for directory in _chain(cgroup_root, paths.get("", "/")):
+        text = _read(directory / "memory.max")
+        if text and text != "max":
+            limits.append((int(text), "cgroup memory.max"))
+    for directory in _chain(cgroup_root / "memory", paths.get("memory", "/")):
+        text = _read(directory / "memory.limit_in_bytes")
+        if text and int(text) < UNLIMITED:
+            limits.append((int(text), "cgroup memory.limit_in_bytes"))
+    if limits:
+        return min(limits)
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "physical memory"
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """A process's resident memory, from /proc (0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _membership(text: str | None) -> dict[str, str]:
+    """/proc/self/cgroup as {controller: path}; the v2 hierarchy under the key ""."""
+    if text is None:
+        text = _read(Path("/proc/self/cgroup")) or ""
+    paths: dict[str, str] = {}
+    for line in text.splitlines():
+        _, controllers, path = [*line.split(":", 2), "", ""][:3]
+        for controller in controllers.split(","):
+            paths[controller.removeprefix("name=")] = path
+    return paths
+
+
+def _chain(mount: Path, path: str) -> list[Path]:
+    """mount/path and its parents up to the mount, innermost first. In a container without a cgroup
+    namespace the path is the host's and does not exist here: the mount itself is then the cgroup."""
+    parts = [part for part in path.split("/") if part]
+    found = [mount.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
+    return [d for d in found if d.is_dir()]
 
 
 def _read(path: Path) -> str | None:

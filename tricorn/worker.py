@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import logs, systemd
 from . import sockets as sockets_module
 from .asgi import ASGI2App, ASGIAdapter, Lifespan, LifespanFailure
 from .config import Config
@@ -25,6 +26,7 @@ from .connection import HttpConnection
 from .h1 import RequestParser
 from .logs import AccessLog
 from .proxy import TrustedProxies
+from .system import rss_bytes
 from .wsgi import WSGIAdapter
 
 logger = logging.getLogger("tricorn.error")
@@ -58,15 +60,6 @@ class ServerState:
             c.limit_request_line, c.limit_request_fields, c.limit_request_field_size,
             c.limit_request_head, c.limit_request_body,
         )
-
-
-def rss_bytes() -> int:
-    """This process's resident memory, from /proc (0 where there is none)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -129,12 +122,13 @@ class Worker:
         self._stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.handle_signal, signum)
+        loop.add_signal_handler(signal.SIGUSR1, logs.reopen, self.access_log)
         state = ServerState(config, loop, self.access_log)
 
         lifespan = None
         if self.interface == "wsgi":
             threads, _ = config.thread_count()
-            state.adapter = WSGIAdapter(self.app, config, threads, multiprocess=config.workers > 1)
+            state.adapter = WSGIAdapter(self.app, config, threads, multiprocess=self.heartbeat is not None)
         else:
             app = ASGI2App(self.app) if self.interface == "asgi2" else self.app
             lifespan = Lifespan(app, config.lifespan)
@@ -153,16 +147,20 @@ class Worker:
         logger.info("Serving %s (%s)", config.app, self.interface)
         if self.heartbeat is not None:
             self.heartbeat(0, 0, False)  # the first beat tells the master this worker is READY
+        systemd.notify("READY=1")  # serving alone under systemd; a no-op in a master's worker
         self._start_sweep(state)
 
         await self._stop.wait()
         logger.info("Shutting down: waiting up to %gs for %d request(s) in progress",
                     config.graceful_timeout, state.in_flight)
+        systemd.notify("STOPPING=1")
+        backlog = [sock.dup() for sock in self.listeners]
         for server in servers:
             server.close()
         state.shutting_down = True
         for conn in list(state.connections):
             conn.shutdown()
+        await self._serve_backlog(loop, state, backlog)
         # The sweep goes on closing connections as they fall idle (connection.shutdown).
         deadline = loop.time() + config.graceful_timeout
         while (state.in_flight or state.connections) and loop.time() < deadline:
@@ -178,6 +176,23 @@ class Worker:
         if isinstance(state.adapter, WSGIAdapter):
             state.adapter.close(timeout=1.0)
         logger.info("Finished server process (%d)", os.getpid())
+
+    async def _serve_backlog(
+        self, loop: asyncio.AbstractEventLoop, state: ServerState, listeners: list[socket.socket],
+    ) -> None:
+        """Connections the kernel already accepted into the listen queue are owed an answer: take
+        them and serve one request each (`connection: close`), rather than leave them to be reset."""
+        for sock in listeners:
+            with sock:
+                sock.setblocking(False)
+                while True:
+                    try:
+                        client, _ = sock.accept()
+                    except OSError:  # BlockingIOError: the queue is empty
+                        break
+                    client.setblocking(False)
+                    _, conn = await loop.connect_accepted_socket(lambda: HttpConnection(state), client)
+                    conn.shutdown()
 
     def _should_retire(self, state: ServerState) -> bool:
         """--max-requests, --max-worker-lifetime, --max-worker-memory: ask the master for a successor."""
