@@ -30,8 +30,9 @@ class Server:
 
     def __init__(
         self, app: str, *args: str, env: dict[str, str] | None = None, bind: bool = True,
-        preexec_fn: Callable[[], None] | None = None,
+        preexec_fn: Callable[[], None] | None = None, one_process: bool = True,
     ) -> None:
+        """`one_process`: add --workers 1 unless the arguments, env or a --config file choose a count."""
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(1024)
@@ -47,7 +48,7 @@ class Server:
         fd = self.listener.fileno()
         argv = [sys.executable, "-m", "tricorn", app, "--app-dir", str(APPS), *args]
         chosen = {"-w", "--workers", "-c", "--config"} & {arg.split("=")[0] for arg in args}
-        if not chosen and not {"WEB_CONCURRENCY", "TRICORN_WORKERS"} & set(env or {}):
+        if one_process and not chosen and not {"WEB_CONCURRENCY", "TRICORN_WORKERS"} & set(env or {}):
             argv += ["--workers", "1"]  # one process unless a test is about workers
         if bind:
             argv += ["--bind", f"fd://{fd}"]
