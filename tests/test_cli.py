@@ -81,6 +81,13 @@ def test_taken_port_is_one_line_exit_1() -> None:
                                      "stop the other server or choose another --bind/--port")
 
 
+def test_zero_workers_is_one_line_exit_2() -> None:
+    result = tricorn("examples.hello:app", "-w", "0")
+    assert result.returncode == 2
+    assert result.stderr == ("Error: command line --workers: invalid value '0' for workers: expected an integer "
+                             "of at least 1\n")
+
+
 def test_bad_bind_address() -> None:
     result = tricorn("examples.hello:app", "--bind", "127.0.0.1:http")
     assert result.returncode == 1 and "the port must be a number" in result.stderr

@@ -41,6 +41,45 @@ def test_workers_share_the_listener_and_a_killed_worker_is_replaced(serve) -> No
     assert not any(alive(pid) for pid in booted(server))
 
 
+def test_a_worker_killed_under_load_loses_only_its_in_flight_requests(serve) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    victim = booted(server)[0]
+    failures: list[str] = []
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        # A new connection per request: any request but one in flight on the killed worker can succeed.
+        with httpx.Client(timeout=10, headers={"connection": "close"}) as client:
+            for _ in range(20000):  # bounded; stopped by the event long before
+                if stop.is_set():
+                    return
+                try:
+                    answered.append(int(client.get(server.url + "/").text))
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    clients = [threading.Thread(target=load) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        server.wait_for(lambda: victim in answered, what="the victim serving")
+        os.kill(victim, signal.SIGKILL)
+        server.wait_for(lambda: len(booted(server)) == 3, timeout=1.0, what="a replacement within 1 s")
+        replacement = booted(server)[2]
+        server.wait_for(lambda: replacement in answered, what="the replacement serving")
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+    assert len(failures) <= len(clients), failures  # at most one in flight per client
+    assert len(answered) > 100
+    assert server.stop() == 0
+
+
 def test_ttin_and_ttou_change_the_worker_count(serve) -> None:  # type: ignore[no-untyped-def]
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
