@@ -56,7 +56,7 @@ def free_port() -> int:
 def server_command(kind: str, app: str, extra: list[str], port: int) -> list[str]:
     taskset = ["taskset", "-c", SERVER_CPU]
     if kind == "tricorn":
-        return [*taskset, sys.executable, "-m", "tricorn", app, "--port", str(port), *extra]
+        return [*taskset, sys.executable, "-m", "tricorn", app, "-w", "1", "--port", str(port), *extra]
     if extra[0] == "gunicorn":
         return [*taskset, sys.executable, "-m", "gunicorn", *extra[1:], "-w", "1", "-b", f"127.0.0.1:{port}", app]
     return [*taskset, sys.executable, "-m", "uvicorn", *extra[1:], "--port", str(port), app]

@@ -58,8 +58,19 @@ def test_reload_restarts_on_change_and_survives_a_syntax_error(serve, tmp_path: 
     log = server.stderr
     assert "page.html" in log and "notes.txt" not in log and "skip_me.py" not in log
 
+    server.proc.send_signal(signal.SIGHUP)  # a restart by hand
+    fifth = server.wait_for(lambda: answer(server)[1] not in (0, fourth[1]) and answer(server),
+                            what="a restart on SIGHUP")
     assert server.stop(signal.SIGTERM) == 0
-    assert not any(alive(pid) for pid in (second[1], third[1], fourth[1]))
+    assert not any(alive(pid) for pid in (second[1], third[1], fourth[1], fifth[1]))
+
+
+def test_the_child_does_not_outlive_a_killed_reloader(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "live_app.py").write_text(APP.format(version="v1"))
+    server = serve("live_app:app", "--app-dir", str(tmp_path), "--reload", "--reload-dir", str(tmp_path))
+    child = server.wait_for(lambda: answer(server)[1], what="the child serving")
+    server.proc.kill()
+    server.wait_for(lambda: not alive(child), what="the child gone with its parent")
 
 
 def test_reload_with_a_missing_directory_is_one_line(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,8 @@ and serves with one worker unless --workers says otherwise.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import fnmatch
 import json
@@ -25,6 +27,7 @@ from .config import DEFAULTS, Config
 from .errors import ConfigError, UserError
 
 logger = logging.getLogger("tricorn.error")
+PR_SET_PDEATHSIG = 1
 CHILD_ENV = "TRICORN_RELOADER_CHILD"  # the child's configuration and listeners, as JSON
 
 
@@ -53,6 +56,7 @@ class Reloader:
         self.config = config
         self.listeners = listeners
         self.stop = threading.Event()
+        self.restart = threading.Event()  # SIGHUP: restart the child as if a file had changed
         self.child: subprocess.Popen[bytes] | None = None
         self.reported = False  # the current child's failure has been shown
 
@@ -67,6 +71,7 @@ class Reloader:
                 raise ConfigError(f"--reload-dir {d} is not a directory")
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.restart.set())
         logger.info("Reloader (pid %d) watching %s", os.getpid(), ", ".join(dirs))
         try:
             self._start()
@@ -75,9 +80,10 @@ class Reloader:
                 stop_event=self.stop, yield_on_timeout=True, rust_timeout=500, raise_interrupt=False,
             )
             for changes in changes_seen:
-                if changes:
+                if changes or self.restart.is_set():
                     names = sorted({os.path.relpath(path) for _, path in changes})
-                    logger.warning("Changes in %s: restarting", ", ".join(names[:5]))
+                    logger.warning("%s: restarting", f"Changes in {', '.join(names[:5])}" if names else "SIGHUP")
+                    self.restart.clear()
                     self._stop_child()
                     self._start()
                 else:
@@ -89,7 +95,8 @@ class Reloader:
     def _start(self) -> None:
         fds = [sock.fileno() for sock in self.listeners]
         config = dataclasses.replace(self.config, reload=False, pid=None, bind=tuple(f"fd://{fd}" for fd in fds))
-        env = {**os.environ, CHILD_ENV: json.dumps(dataclasses.asdict(config))}
+        payload = {"config": dataclasses.asdict(config), "parent": os.getpid()}
+        env = {**os.environ, CHILD_ENV: json.dumps(payload)}
         self.child = subprocess.Popen([sys.executable, "-m", "tricorn.reloader"], env=env, pass_fds=fds)
         self.reported = False
 
@@ -113,7 +120,9 @@ class Reloader:
 def child_main() -> int:
     from .cli import serve
 
-    fields = json.loads(os.environ.pop(CHILD_ENV))
+    payload = json.loads(os.environ.pop(CHILD_ENV))
+    _die_with_parent(payload["parent"])
+    fields = payload["config"]
     values: dict[str, Any] = {
         name: tuple(v) if isinstance(DEFAULTS.get(name), tuple) else v for name, v in fields.items()
     }
@@ -125,6 +134,15 @@ def child_main() -> int:
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _die_with_parent(parent: int) -> None:
+    """A reloader killed with -9 must not leave its child serving on the port: ask Linux for a
+    SIGTERM when the parent dies (PR_SET_PDEATHSIG), and check it did not die already."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        sys.exit(0)
 
 
 if __name__ == "__main__":

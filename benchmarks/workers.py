@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""The supervisor's costs and gains, tricorn beside uvicorn and gunicorn, interleaved:
+
+  startup   time from exec to the first 200, with 1 and 4 workers
+  memory    idle RSS and PSS of the master and of each worker, a Flask app, with and without --preload
+  2workers  req/s with 2 workers: tricorn -w 2 vs uvicorn --workers 2 (ASGI hello world) and vs
+            gunicorn -k gthread -w 2 (WSGI hello world). Nothing is pinned: on a 2-core machine wrk
+            shares the cores with the servers, so read the ratio, not the absolute numbers.
+
+Run by hand (never in CI):  python benchmarks/workers.py [startup memory 2workers] --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import ROOT, free_port, wait_ready
+
+PY = sys.executable
+UVICORN = [PY, "-m", "uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]
+
+
+def tricorn(app: str, workers: int, port: int, *extra: str) -> list[str]:
+    return [PY, "-m", "tricorn", app, "-w", str(workers), "--port", str(port), "--no-access-log", *extra]
+
+
+def uvicorn(app: str, workers: int, port: int, *extra: str) -> list[str]:
+    return [*UVICORN, "--workers", str(workers), "--port", str(port), *extra, app]
+
+
+def gunicorn(app: str, workers: int, port: int, *extra: str) -> list[str]:
+    return [PY, "-m", "gunicorn", "-k", "gthread", "--threads", "2", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+            *extra, app]
+
+
+SERVERS = {"tricorn": tricorn, "uvicorn": uvicorn, "gunicorn": gunicorn}
+
+
+@contextmanager
+def running(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def first_200(argv: list[str], port: int) -> float:
+    started = time.perf_counter()
+    with running(argv):
+        wait_ready(port, timeout=30)
+        return time.perf_counter() - started
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """RSS and PSS (shared pages divided among the processes sharing them)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":")
+        fields[name] = int(value.split()[0])
+    return fields["Rss"], fields["Pss"]
+
+
+def startup(rounds: int) -> None:
+    print("start to first 200 (s), median of", rounds, "interleaved rounds")
+    for workers in (1, 4):
+        times: dict[str, list[float]] = {name: [] for name in SERVERS}
+        for _ in range(rounds):
+            for name, command in SERVERS.items():
+                app = "benchmarks.apps:wsgi_hello" if name == "gunicorn" else "benchmarks.apps:asgi_hello"
+                port = free_port()
+                times[name].append(first_200(command(app, workers, port), port))
+        row = "  ".join(f"{name} {statistics.median(t):.3f}" for name, t in times.items())
+        print(f"  -w {workers}: {row}")
+
+
+def memory(rounds: int) -> None:
+    print("idle memory, Flask app, 4 workers (MiB): master RSS; worker RSS and PSS (mean); total PSS")
+    app = "benchmarks.frameworks:flask_json"
+    for name, preload in (("tricorn", ()), ("tricorn", ("--preload",)), ("gunicorn", ()), ("gunicorn", ("--preload",))):
+        port = free_port()
+        with running(SERVERS[name](app, 4, port, *preload)) as proc:
+            wait_ready(port, timeout=30)
+            time.sleep(2.0)  # every worker booted
+            for _ in range(40):  # touch the workers
+                wait_ready(port)
+            master = memory_kib(proc.pid)
+            workers = [memory_kib(pid) for pid in children(proc.pid)]
+        rss = statistics.mean(w[0] for w in workers) / 1024
+        pss = statistics.mean(w[1] for w in workers) / 1024
+        total = (master[1] + sum(w[1] for w in workers)) / 1024
+        print(f"  {name:8} {' '.join(preload) or '':9}  master {master[0] / 1024:5.1f}  worker RSS {rss:5.1f}  "
+              f"PSS {pss:5.1f}  total PSS {total:6.1f}  ({len(workers)} workers)")
+
+
+def two_workers(rounds: int, duration: int) -> None:
+    print(f"2 workers, wrk -t1 -c64 -d{duration}s, unpinned; median of per-round ratios (min-max)")
+    cases = (("benchmarks.apps:asgi_hello", "uvicorn"), ("benchmarks.apps:wsgi_hello", "gunicorn"))
+    for app, peer in cases:
+        ratios, ours, theirs = [], [], []
+        for _ in range(rounds):
+            pair = []
+            for name in ("tricorn", peer):
+                port = free_port()
+                with running(SERVERS[name](app, 2, port)):
+                    wait_ready(port, timeout=30)
+                    time.sleep(1.0)
+                    out = subprocess.run(["wrk", "-t1", "-c64", f"-d{duration}s", f"http://127.0.0.1:{port}/"],
+                                         capture_output=True, text=True, check=True).stdout
+                    pair.append(float(out.split("Requests/sec:")[1].split()[0]))
+            ours.append(pair[0])
+            theirs.append(pair[1])
+            ratios.append(pair[0] / pair[1])
+        name = app.split(":")[1]
+        print(f"  {name:10} tricorn {statistics.median(ours):8,.0f}  {peer} {statistics.median(theirs):8,.0f}"
+              f"  ratio {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", nargs="*", default=["startup", "memory", "2workers"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=8)
+    args = parser.parse_args()
+    for part in args.parts:
+        if part == "startup":
+            startup(args.rounds)
+        elif part == "memory":
+            memory(args.rounds)
+        elif part == "2workers":
+            two_workers(args.rounds, args.duration)
+        else:
+            parser.error(f"unknown part {part!r}")
+
+
+if __name__ == "__main__":
+    main()
