@@ -232,3 +232,21 @@ def test_reuse_port_lets_two_servers_share_a_port(serve) -> None:  # type: ignor
         assert server.stop() == 0
         assert not alive(server.proc.pid)
 
+
+
+def test_hup_to_a_lone_process_or_to_a_worker_is_harmless(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("process_app:app")
+    before = facts(server)["pid"]
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(lambda: "there is no master to start new workers" in server.stderr, what="the warning")
+    assert facts(server)["pid"] == before
+    assert server.stop() == 0
+
+    server = serve("process_app:app", "-w", "2")
+    server.wait_for(lambda: server.stderr.count("Serving") == 2, what="two workers")
+    worker = facts(server)["pid"]
+    os.kill(worker, signal.SIGHUP)  # as `pkill -HUP tricorn` would: the master's signal, not the worker's
+    server.proc.send_signal(signal.SIGTTIN)  # a later event in the master, to be sure the HUP was handled
+    server.wait_for(lambda: len(booted(server)) == 3, what="a third worker")
+    assert alive(worker) and "was killed by SIGHUP" not in server.stderr
+    assert server.stop() == 0

@@ -26,7 +26,8 @@ a growing delay, and stop the master after CRASH_LIMIT deaths in a row.
 
 Sizing: without --workers the count is the effective CPUs. The first worker boots alone; once it is
 READY its RSS is known, and the count is lowered so that all workers fit in MEMORY_SHARE of the
-memory limit. Then the others start.
+memory limit. Then the others start. Under systemd (NOTIFY_SOCKET) the master reports READY=1
+once a whole generation is READY, RELOADING=1 on HUP and STOPPING=1.
 """
 
 from __future__ import annotations

@@ -117,12 +117,19 @@ class Worker:
         assert self._stop is not None
         self._stop.set()
 
+    def _hup(self) -> None:
+        if self.heartbeat is None:
+            logger.warning("SIGHUP: serving in one process (-w 1), there is no master to start new workers; "
+                           "restart the process, or run with -w 2 or more for zero-downtime reloads")
+
     async def serve(self, loop: asyncio.AbstractEventLoop) -> None:
         config = self.config
         self._stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.handle_signal, signum)
         loop.add_signal_handler(signal.SIGUSR1, logs.reopen, self.access_log)
+        # HUP is the master's to handle (`pkill -HUP tricorn` reaches the workers too); alone, say why nothing happens.
+        loop.add_signal_handler(signal.SIGHUP, self._hup)
         state = ServerState(config, loop, self.access_log)
 
         lifespan = None
