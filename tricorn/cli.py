@@ -113,7 +113,7 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
         if pidfile is not None:
             pidfile.write()
         if config.reload:
-            from .reloader import Reloader
+            from .reload import Reloader
 
             return Reloader(config, listeners).run()
         preloaded = loader.load(config.app, config.app_dir, config.factory, config.interface) \

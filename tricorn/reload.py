@@ -97,7 +97,7 @@ class Reloader:
         config = dataclasses.replace(self.config, reload=False, pid=None, bind=tuple(f"fd://{fd}" for fd in fds))
         payload = {"config": dataclasses.asdict(config), "parent": os.getpid()}
         env = {**os.environ, CHILD_ENV: json.dumps(payload)}
-        self.child = subprocess.Popen([sys.executable, "-m", "tricorn.reloader"], env=env, pass_fds=fds)
+        self.child = subprocess.Popen([sys.executable, "-m", "tricorn.reload"], env=env, pass_fds=fds)
         self.reported = False
 
     def _watch_child(self) -> None:
