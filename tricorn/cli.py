@@ -20,7 +20,7 @@ from .errors import UserError
 from .process import PidFile, resolve_identity, set_title, switch_to
 from .sockets import open_listeners, parse_bind
 
-COMMANDS = ("serve", "check")
+COMMANDS = ("serve", "check", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tricorn",
-        usage="tricorn [serve|check] APP [options]",
+        usage="tricorn [serve|check] APP [options] | tricorn bench URL [options]",
         description="Serve a WSGI or ASGI application (detected automatically). "
         "`tricorn check APP` imports the app and validates the configuration without serving.",
         argument_default=argparse.SUPPRESS,
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args.pop(0) if args and args[0] in COMMANDS else "serve"
+    if command == "bench":
+        from .bench.command import main as bench
+
+        return bench(args)
     namespace = vars(build_parser().parse_args(args))
     print_config = namespace.pop("print_config")
     try:

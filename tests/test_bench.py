@@ -1,0 +1,203 @@
+"""tricorn bench against a real tricorn server and against small servers with known behaviour."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import APPS, ROOT
+
+
+def bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tricorn", "bench", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+
+
+def bench_json(tmp_path: Path, *args: str) -> dict:  # type: ignore[type-arg]
+    out = tmp_path / "result.json"
+    result = bench(*args, "--json", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def target() -> Iterator:
+    """Start tests/apps/bench_targets.py in a mode on a pre-bound port; yields its URL."""
+    procs = []
+
+    def start(mode: str) -> str:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(512)
+        port, fd = listener.getsockname()[1], listener.fileno()
+        procs.append(subprocess.Popen([sys.executable, str(APPS / "bench_targets.py"), mode, str(fd)],
+                                      pass_fds=[fd]))
+        listener.close()
+        return f"http://127.0.0.1:{port}/"
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_closed_loop_counts_are_exact_against_tricorn(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--no-access-log")
+    result = bench_json(tmp_path, server.url + "/", "-c", "8", "-n", "3000")
+    assert result["requests"] == result["answered"] == 3000
+    assert result["errors"] == {} and result["status"] == {"200": 3000}
+    assert result["load"]["mode"] == "closed" and result["load"]["connections"] == 8
+    latency = result["latency_ms"]
+    assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert sum(second["answered"] for second in result["series"]) == 3000
+
+
+def test_percentiles_match_an_injected_delay(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = target("delay:20")
+    result = bench_json(tmp_path, url, "-c", "4", "-d", "2s")
+    latency = result["latency_ms"]
+    # 20 ms of server delay plus loopback: the histogram is within 0.8%, the network adds little.
+    assert 20.0 <= latency["p50"] <= 23.0 and 20.0 <= latency["p99"] <= 30.0, latency
+    assert result["requests"] == result["answered"] + result["error_count"]
+    assert 4 * 2 / 0.020 * 0.8 <= result["answered"] <= 4 * 2 / 0.020 * 1.05
+
+
+def test_open_loop_holds_its_rate(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--no-access-log")
+    result = bench_json(tmp_path, server.url + "/", "--rate", "500", "-d", "3s")
+    assert abs(result["requests"] - 1500) <= 1500 * 0.02, result["requests"]
+    assert result["answered"] == result["requests"] and result["error_count"] == 0
+    assert abs(result["throughput_rps"] - 500) <= 500 * 0.02
+
+
+def test_open_loop_sees_a_stall_that_a_closed_loop_hides(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Coordinated omission: the server freezes for 200 ms every second."""
+    url = target("stall")
+    open_loop = bench_json(tmp_path, url, "--rate", "500", "-d", "3s")
+    closed_loop = bench_json(tmp_path, url, "-c", "1", "-d", "3s")
+    assert open_loop["latency_ms"]["p99"] >= 100, open_loop["latency_ms"]  # ~20% of due requests waited
+    assert closed_loop["latency_ms"]["p99"] < 50, closed_loop["latency_ms"]  # 1 delayed request of thousands
+    assert closed_loop["latency_ms"]["max"] >= 100  # the stall happened to it too
+
+
+@pytest.mark.parametrize(("mode", "kinds"), [
+    ("reset", {"reset", "closed"}), ("garbage", {"malformed"}), ("close-mid", {"closed"}),
+])
+def test_server_faults_are_errors_by_kind(target, tmp_path, mode: str, kinds: set[str]) -> None:  # type: ignore[no-untyped-def]
+    result = bench_json(tmp_path, target(mode), "-c", "4", "-d", "1s")
+    assert result["answered"] == 0 and result["error_count"] > 0
+    assert set(result["errors"]) <= kinds, result["errors"]
+    assert result["requests"] == result["error_count"]
+
+
+@pytest.mark.parametrize(("mode", "size"), [("chunked", 11), ("close-delimited", 1000)])
+def test_chunked_and_close_delimited_responses(target, tmp_path, mode: str, size: int) -> None:  # type: ignore[no-untyped-def]
+    result = bench_json(tmp_path, target(mode), "-c", "2", "-n", "200")
+    assert result["answered"] == result["requests"] == 200 and result["error_count"] == 0
+    assert result["bytes"] >= 200 * size
+
+
+def test_refused_connections_are_counted_not_fatal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    result = bench_json(tmp_path, f"http://127.0.0.1:{port}/", "-c", "2", "-d", "1s")
+    assert result["answered"] == 0 and set(result["errors"]) == {"refused"}
+    assert result["requests"] == result["errors"]["refused"] > 0
+
+
+def test_timeouts_are_errors(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = bench_json(tmp_path, target("delay:2000"), "-c", "2", "-d", "1s", "--timeout", "300ms")
+    assert result["errors"].get("timeout", 0) >= 2 and result["answered"] == 0
+    assert result["requests"] == result["error_count"]
+
+
+def test_scenario_weights_and_sequences(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    access = tmp_path / "access.log"
+    server = serve("asgi_apps:app", "--access-logfile", str(access), "--access-logformat", "%(m)s %(U)s")
+    scenario = tmp_path / "shop.toml"
+    scenario.write_text(f'''
+url = "{server.url}"
+[defaults]
+headers = {{ X-Test = "1" }}
+
+[[task]]
+name = "home"
+weight = 5
+path = "/"
+
+[[task]]
+name = "item"
+weight = 3
+path = "/items/{{random_int(1,50)}}"
+
+[[task]]
+name = "flow"
+weight = 2
+steps = [
+    {{ name = "list", path = "/list" }},
+    {{ name = "buy", method = "POST", path = "/buy", body = "id={{seq}}" }},
+]
+''')
+    result = bench_json(tmp_path, "--scenario", str(scenario), "-c", "8", "-n", "12000")
+    counts = result["by_request"]
+    assert result["answered"] == 12000 == sum(counts.values())
+    flows = 12000 / 12  # per 12 requests: 5 home, 3 item, 2 flows of 2 steps
+    for name, share in (("home", 5), ("item", 3), ("list", 2), ("buy", 2)):
+        assert abs(counts[name] - flows * share) <= flows * share * 0.03, counts
+    log = access.read_text().splitlines()
+    assert len(log) == 12000
+    assert abs(sum(line.startswith("POST /buy") for line in log) - counts["buy"]) == 0
+    assert len({line for line in log if line.startswith("GET /items/")}) > 20  # placeholders vary
+
+
+def test_users_with_think_time(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--no-access-log")
+    result = bench_json(tmp_path, server.url + "/", "--users", "20", "--spawn-rate", "200",
+                        "--think", "100ms-300ms", "-d", "3s")
+    # Each user makes about one request per 0.2 s of thinking: 20 users, 100 req/s.
+    assert 70 <= result["throughput_rps"] <= 110, result["throughput_rps"]
+    assert result["requests"] == result["answered"] and result["error_count"] == 0
+
+
+def test_no_keepalive_and_procs(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--no-access-log")
+    result = bench_json(tmp_path, server.url + "/", "-c", "4", "-n", "1000", "--no-keepalive", "--procs", "2")
+    assert result["answered"] == result["requests"] == 1000 and result["load"]["procs"] == 2
+
+
+def test_live_line_and_summary(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--no-access-log")
+    result = bench(server.url + "/", "-c", "2", "-d", "2s")
+    assert result.returncode == 0
+    assert len([line for line in result.stderr.splitlines() if "req/s" in line and "p99" in line]) == 2
+    assert "latency ms  mean" in result.stdout and "status      200:" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("ftp://x/",), "is not an http:// URL"),
+    (("https://127.0.0.1/",), "https is not supported"),
+    (("http://127.0.0.1:1/", "-d", "soon"), "argument -d/--duration: expected a duration"),
+    (("http://127.0.0.1:1/", "--rate", "10", "--users", "2"), "different models"),
+    (("http://127.0.0.1:1/", "-c", "0"), "-c must be at least 1"),
+    (("http://127.0.0.1:1/", "-H", "novalue"), "expected 'Name: value'"),
+    (("--scenario", "/nonexistent.toml"), "scenario file /nonexistent.toml not found"),
+    ((), "give a URL to load"),
+    (("http://127.0.0.1:1/", "--bogus"), "unrecognized arguments: --bogus"),
+])
+def test_bad_command_lines_are_one_line(args: tuple[str, ...], message: str) -> None:
+    result = bench(*args)
+    assert result.returncode == 2, result
+    assert result.stderr.count("\n") == 1 and message in result.stderr and result.stderr.startswith("Error: ")
+
+
+def test_unresolvable_host_is_one_line() -> None:
+    result = bench("http://no-such-host.invalid/", "-d", "1s")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: cannot resolve 'no-such-host.invalid'") and result.stderr.count("\n") == 1

@@ -1,0 +1,440 @@
+"""The load engine of one process: raw connections on the event loop, three ways to drive them.
+
+  closed   -c connections, each sending its next request as soon as the previous one is answered
+  open     --rate: request i is due at start + i/rate whether or not earlier ones were answered; its
+           latency counts from that intended time, so a server stall shows in the percentiles
+           instead of silently slowing the generator down (coordinated omission)
+  users    --users, each with its own keep-alive connection, thinking MIN-MAX seconds between
+           requests; started at --spawn-rate per second
+
+A slot is one closed-loop connection or one user: it owns at most one connection at a time and
+walks through its task's steps in order. A connection that fails, times out or is closed by the
+server is replaced for the slot's next request. Every request issued while measuring ends as
+exactly one answer or one error, so requests = answered + errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+
+from .histogram import Histogram
+from .scenario import Request, Scenario, Target, Task
+
+ERROR_KINDS = ("refused", "reset", "closed", "timeout", "malformed", "connect")
+
+
+@dataclass(frozen=True)
+class Load:
+    """How to drive the connections, and for how long."""
+
+    mode: str  # closed | open | users
+    connections: int = 64  # closed: the count; open: the most it may open
+    rate: float = 0.0
+    users: int = 0
+    spawn_rate: float = 0.0
+    think: tuple[float, float] = (0.0, 0.0)
+    duration: float = 10.0  # seconds of measurement (after warmup), unless requests is set
+    requests: int = 0  # stop after this many (0: by duration)
+    warmup: float = 0.0
+    timeout: float = 10.0
+    keepalive: bool = True
+
+
+class Window:
+    """Counts for one stretch of time: the whole run, or one second of it."""
+
+    __slots__ = ("answered", "bytes", "errors", "histogram", "issued", "names", "status")
+
+    def __init__(self) -> None:
+        self.histogram = Histogram()
+        self.issued = 0
+        self.answered = 0
+        self.bytes = 0
+        self.status: dict[int, int] = {}
+        self.errors: dict[str, int] = {}
+        self.names: dict[str, int] = {}  # answered, by request name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"issued": self.issued, "answered": self.answered, "bytes": self.bytes, "names": dict(self.names),
+                "status": {str(k): v for k, v in sorted(self.status.items())}, "errors": dict(self.errors),
+                "histogram": self.histogram.to_dict()}
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: send a pre-encoded request, frame the response with llhttp."""
+
+    def __init__(self, engine: Engine, slot: Slot) -> None:
+        self.engine = engine
+        self.slot = slot
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.busy = False
+        self.request: Request | None = None
+        self.started = 0  # ns: when the request was sent, or (open loop) when it was due
+        self.counted = False  # issued while measuring
+        self.status = 0
+        self.received = 0
+        self.headers_done = False
+        self.framed = False  # the response has Content-Length or Transfer-Encoding
+        self.reusable = True
+        self.dead = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, request: Request, started: int, counted: bool) -> None:
+        self.request, self.started, self.counted = request, started, counted
+        self.busy, self.status, self.received, self.headers_done, self.framed = True, 0, 0, False, False
+        assert self.transport is not None
+        self.transport.write(request.next())
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._fail("malformed")
+        except httptools.HttpParserUpgrade:
+            self._fail("malformed")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) in (14, 17) and name.lower() in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.headers_done = True
+        if 100 <= self.status < 200 and self.status != 101:
+            self.headers_done = False  # an interim response: the real one follows
+            return
+        if self.request is not None and self.request.is_head:
+            self.parser = httptools.HttpResponseParser(self)  # no body follows, whatever the headers say
+            self._complete(self.status)
+
+    def on_message_complete(self) -> None:
+        if self.busy and self.headers_done:
+            self.reusable = self.parser.should_keep_alive()
+            self._complete(self.status)
+
+    def _complete(self, status: int) -> None:
+        self.busy = False
+        self.engine.answered(self, status)
+
+    def _fail(self, kind: str) -> None:
+        busy, self.busy = self.busy, False
+        self.close()  # first: the slot's next request must go to a new connection
+        if busy:
+            self.engine.failed(self, kind)
+
+    def close(self) -> None:
+        self.dead = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def eof_received(self) -> bool | None:
+        self._lost(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(exc)
+
+    def _lost(self, exc: Exception | None) -> None:
+        self.dead = True
+        if self.busy:
+            if exc is None and self.headers_done and not self.framed:
+                self.reusable = False
+                self._complete(self.status)  # a close-delimited body ends here
+            else:
+                self._fail("reset" if isinstance(exc, ConnectionResetError) else "closed")
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Slot:
+    """One closed-loop connection or one user: its connection and the steps left of its task."""
+
+    __slots__ = ("connecting", "connection", "steps")
+
+    def __init__(self) -> None:
+        self.connection: Connection | None = None
+        self.steps: collections.deque[Request] = collections.deque()
+        self.connecting = False
+
+
+class Engine:
+    def __init__(
+        self, target: Target, scenario: Scenario, load: Load,
+        on_second: Callable[[int, Window, float, float], None] | None = None,
+    ) -> None:
+        """`on_second(second, window, cpu, behind_ms)` is called once per measured second."""
+        self.target = target
+        self.scenario = scenario
+        self.load = load
+        self.on_second = on_second
+        self.total = Window()
+        self.second = Window()
+        self.measuring = False
+        self.running = True
+        self.issued_total = 0
+        self.in_flight = 0
+        self.slots: list[Slot] = []
+        self.connections: set[Connection] = set()
+        self.idle: collections.deque[Slot] = collections.deque()  # open loop: slots free to send
+        self.backlog: collections.deque[int] = collections.deque()  # open loop: due times waiting
+        self.behind_ns = 0  # open loop: the most a request waited past its due time to be sent
+        self.waited = 0  # open loop: requests that waited for a free connection
+        self.cpu_samples: list[float] = []
+        self.address: tuple[Any, ...] = ()
+        self.family = socket.AF_INET
+        self.rng = random.Random(os.getpid())
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
+        self.finished: asyncio.Future[None] | None = None
+        self.open_steps: collections.deque[Request] = collections.deque()
+        self.elapsed = 0.0
+
+    # results -----------------------------------------------------------------------------
+
+    def answered(self, connection: Connection, status: int) -> None:
+        self.in_flight -= 1
+        if connection.counted:
+            latency = (time.perf_counter_ns() - connection.started) // 1000
+            for window in (self.total, self.second):
+                window.answered += 1
+                window.bytes += connection.received
+                window.status[status] = window.status.get(status, 0) + 1
+                window.histogram.record(latency)
+            names = self.total.names
+            name = connection.request.name  # type: ignore[union-attr]
+            names[name] = names.get(name, 0) + 1
+        if not connection.reusable or not self.load.keepalive:
+            connection.close()
+        self._next(connection.slot)
+
+    def failed(self, connection: Connection, kind: str) -> None:
+        self.in_flight -= 1
+        if connection.counted:
+            for window in (self.total, self.second):
+                window.errors[kind] = window.errors.get(kind, 0) + 1
+                window.bytes += connection.received
+        self._next(connection.slot, after_error=True)
+
+    # issuing -----------------------------------------------------------------------------
+
+    def _may_issue(self) -> bool:
+        return self.running and not (self.load.requests and self.issued_total >= self.load.requests)
+
+    def _issue(self, slot: Slot, request: Request, started: int = 0) -> None:
+        """Send `request` on the slot's connection, connecting first if it has none."""
+        counted = self.measuring
+        self.issued_total += counted
+        self.in_flight += 1
+        if counted:
+            self.total.issued += 1
+            self.second.issued += 1
+        connection = slot.connection
+        if connection is not None and not connection.dead:
+            connection.send(request, started or time.perf_counter_ns(), counted)
+            return
+        slot.connecting = True
+        self.loop.create_task(self._connect_and_send(slot, request, started, counted))
+
+    async def _connect_and_send(self, slot: Slot, request: Request, started: int, counted: bool) -> None:
+        begun = started or time.perf_counter_ns()
+        try:
+            _, connection = await asyncio.wait_for(self.loop.create_connection(
+                lambda: Connection(self, slot), self.address[0], self.address[1]), self.load.timeout)
+        except (asyncio.TimeoutError, OSError) as exc:
+            slot.connecting = False
+            kind = {ConnectionRefusedError: "refused", ConnectionResetError: "reset",
+                    asyncio.TimeoutError: "timeout"}.get(type(exc), "connect")
+            self.in_flight -= 1
+            if counted:
+                for window in (self.total, self.second):
+                    window.errors[kind] = window.errors.get(kind, 0) + 1
+            await asyncio.sleep(0.01)  # a refused port must not spin a core
+            self._next(slot, after_error=True)
+            return
+        slot.connecting = False
+        slot.connection = connection
+        self.connections.add(connection)
+        # Latency includes the connect for a new connection per request (--no-keepalive) and for
+        # the open loop (it counts from the due time); a closed loop's first connect is not a request's.
+        if not started and self.load.keepalive:
+            begun = time.perf_counter_ns()
+        connection.send(request, begun, counted)
+
+    def _next_request(self, slot: Slot) -> Request:
+        if not slot.steps:
+            task: Task = self.scenario.next_task()
+            slot.steps.extend(task.steps)
+        return slot.steps.popleft()
+
+    def _next(self, slot: Slot, after_error: bool = False) -> None:
+        """A slot finished a request: what it does next depends on the load model."""
+        if slot.connection is not None and slot.connection.dead:
+            self.connections.discard(slot.connection)
+            slot.connection = None
+        if after_error:
+            slot.steps.clear()  # a flow whose step failed starts over
+        if not self._may_issue():
+            self._maybe_finished()
+            return
+        mode = self.load.mode
+        if mode == "closed":
+            self._issue(slot, self._next_request(slot))
+        elif mode == "users":
+            low, high = self.load.think
+            self.loop.call_later(self.rng.uniform(low, high), self._user_step, slot)
+        else:
+            if self.backlog:
+                self._issue(slot, self._next_request_open(), self.backlog.popleft())
+            else:
+                self.idle.append(slot)
+
+    def _user_step(self, slot: Slot) -> None:
+        if self._may_issue():
+            self._issue(slot, self._next_request(slot))
+        else:
+            self._maybe_finished()
+
+    def _maybe_finished(self) -> None:
+        if self.in_flight <= 0 and self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+
+    # the run -----------------------------------------------------------------------------
+
+    async def run(self) -> Window:
+        self.loop = asyncio.get_running_loop()
+        await self._resolve()
+        load = self.load
+        start = time.perf_counter_ns()
+        self.finished = self.loop.create_future()
+        self.measuring = not load.warmup
+        if load.mode == "closed":
+            for _ in range(load.connections):
+                slot = Slot()
+                self.slots.append(slot)
+                self._issue(slot, self._next_request(slot))
+        elif load.mode == "users":
+            for i in range(load.users):
+                slot = Slot()
+                self.slots.append(slot)
+                self.loop.call_later(i / load.spawn_rate if load.spawn_rate else 0, self._user_step, slot)
+        else:
+            self.loop.call_soon(self._open_tick, start, 0)
+        sweeper = self.loop.create_task(self._sweep())
+        try:
+            if load.warmup:
+                await asyncio.sleep(load.warmup)
+                self.measuring = True
+                self.second = Window()
+            await self._measure()
+        finally:
+            self.running = False
+            self._maybe_finished()
+            if self.in_flight > 0:
+                # Answers still owed: bounded by the request timeout, which the sweep enforces.
+                await asyncio.wait({self.finished}, timeout=load.timeout + 1)
+            sweeper.cancel()
+            for connection in list(self.connections):
+                connection.close()
+            for slot in self.slots:
+                if slot.connection is not None:
+                    slot.connection.close()
+        return self.total
+
+    async def _resolve(self) -> None:
+        try:
+            infos = await self.loop.getaddrinfo(self.target.host, self.target.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ResolveError(f"cannot resolve {self.target.host!r}: {exc.strerror}") from None
+        self.family, _, _, _, self.address = infos[0]
+
+    async def _measure(self) -> None:
+        """Tick once a second: hand the second's window to on_second; stop at the end."""
+        load = self.load
+        began = time.perf_counter()
+        cpu_began = time.process_time()
+        second = 0
+        while True:
+            deadline = began + second + 1
+            if load.requests:
+                done = self.finished
+                assert done is not None
+                await asyncio.wait({done}, timeout=max(0.0, deadline - time.perf_counter()))
+            else:
+                await asyncio.sleep(max(0.0, min(deadline, began + load.duration) - time.perf_counter()))
+            now = time.perf_counter()
+            cpu = (time.process_time() - cpu_began) / max(1e-9, now - (began + second))
+            cpu_began = time.process_time()
+            window, self.second = self.second, Window()
+            self.cpu_samples.append(cpu)
+            if self.on_second is not None:
+                self.on_second(second, window, cpu, self.behind_ns / 1e6)
+            second += 1
+            if load.requests and self.finished is not None and self.finished.done():
+                break
+            if load.requests and self.issued_total >= load.requests and self.in_flight <= 0:
+                break
+            if not load.requests and now >= began + load.duration - 1e-3:
+                break
+        self.elapsed = time.perf_counter() - began
+
+    def _open_tick(self, start: int, issued: int) -> None:
+        """Issue every request due by now, each stamped with its due time."""
+        if not self._may_issue():
+            return
+        load = self.load
+        now = time.perf_counter_ns()
+        due = int((now - start) * load.rate / 1e9) + 1
+        interval = 1e9 / load.rate
+        for i in range(issued, due):
+            if not self._may_issue():
+                return
+            at = start + int(i * interval)
+            self.behind_ns = max(self.behind_ns, now - at) if self.measuring else self.behind_ns
+            if self.idle:
+                self._issue(self.idle.popleft(), self._next_request_open(), at)
+            elif len(self.slots) < load.connections:
+                slot = Slot()
+                self.slots.append(slot)
+                self._issue(slot, self._next_request_open(), at)
+            else:
+                self.waited += self.measuring
+                self.backlog.append(at)
+        next_at = (start + due * interval - time.perf_counter_ns()) / 1e9
+        self.loop.call_later(max(0.0, next_at), self._open_tick, start, due)
+
+    def _next_request_open(self) -> Request:
+        # Arrivals are single requests: a sequence's steps arrive one after another in order.
+        if not self.open_steps:
+            self.open_steps.extend(self.scenario.next_task().steps)
+        return self.open_steps.popleft()
+
+    async def _sweep(self) -> None:
+        """Time out requests unanswered for --timeout."""
+        timeout_ns = int(self.load.timeout * 1e9)
+        while True:
+            await asyncio.sleep(min(0.1, self.load.timeout / 4))
+            now = time.perf_counter_ns()
+            for slot in self.slots:
+                connection = slot.connection
+                if connection is not None and connection.busy and now - connection.started > timeout_ns:
+                    connection._fail("timeout")
+
+
+class ResolveError(Exception):
+    pass
