@@ -30,6 +30,7 @@ import httptools
 from .histogram import Histogram
 from .scenario import Request, Scenario, Target, Task
 
+MAX_CONNECTING = 16  # open loop: connections opened at once; a burst of due requests waits for these
 ERROR_KINDS = ("refused", "reset", "closed", "timeout", "malformed", "connect")
 
 
@@ -166,12 +167,11 @@ class Connection(asyncio.Protocol):
 class Slot:
     """One closed-loop connection or one user: its connection and the steps left of its task."""
 
-    __slots__ = ("connecting", "connection", "steps")
+    __slots__ = ("connection", "steps")
 
     def __init__(self) -> None:
         self.connection: Connection | None = None
         self.steps: collections.deque[Request] = collections.deque()
-        self.connecting = False
 
 
 class Engine:
@@ -203,6 +203,10 @@ class Engine:
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.finished: asyncio.Future[None] | None = None
         self.open_steps: collections.deque[Request] = collections.deque()
+        self.open_start = 0  # ns: request i of the open loop is due at open_start + i * open_interval
+        self.open_interval = 0.0
+        self.open_issued = 0
+        self.connecting = 0  # connections being opened
         self.elapsed = 0.0
 
     # results -----------------------------------------------------------------------------
@@ -248,7 +252,7 @@ class Engine:
         if connection is not None and not connection.dead:
             connection.send(request, started or time.perf_counter_ns(), counted)
             return
-        slot.connecting = True
+        self.connecting += 1
         self.loop.create_task(self._connect_and_send(slot, request, started, counted))
 
     async def _connect_and_send(self, slot: Slot, request: Request, started: int, counted: bool) -> None:
@@ -257,7 +261,7 @@ class Engine:
             _, connection = await asyncio.wait_for(self.loop.create_connection(
                 lambda: Connection(self, slot), self.address[0], self.address[1]), self.load.timeout)
         except (asyncio.TimeoutError, OSError) as exc:
-            slot.connecting = False
+            self.connecting -= 1
             kind = {ConnectionRefusedError: "refused", ConnectionResetError: "reset",
                     asyncio.TimeoutError: "timeout"}.get(type(exc), "connect")
             self.in_flight -= 1
@@ -267,7 +271,7 @@ class Engine:
             await asyncio.sleep(0.01)  # a refused port must not spin a core
             self._next(slot, after_error=True)
             return
-        slot.connecting = False
+        self.connecting -= 1
         slot.connection = connection
         self.connections.add(connection)
         # Latency includes the connect for a new connection per request (--no-keepalive) and for
@@ -303,6 +307,7 @@ class Engine:
                 self._issue(slot, self._next_request_open(), self.backlog.popleft())
             else:
                 self.idle.append(slot)
+                self._open_due()
 
     def _user_step(self, slot: Slot) -> None:
         if self._may_issue():
@@ -334,7 +339,8 @@ class Engine:
                 self.slots.append(slot)
                 self.loop.call_later(i / load.spawn_rate if load.spawn_rate else 0, self._user_step, slot)
         else:
-            self.loop.call_soon(self._open_tick, start, 0)
+            self.open_start, self.open_interval = start, 1e9 / load.rate
+            self.loop.call_soon(self._open_tick)
         sweeper = self.loop.create_task(self._sweep())
         try:
             if load.warmup:
@@ -393,30 +399,38 @@ class Engine:
                 break
         self.elapsed = time.perf_counter() - began
 
-    def _open_tick(self, start: int, issued: int) -> None:
-        """Issue every request due by now, each stamped with its due time."""
-        if not self._may_issue():
-            return
-        load = self.load
+    def _open_tick(self) -> None:
+        self._open_due()
+        if self._may_issue():
+            wait = (self.open_start + self.open_issued * self.open_interval - time.perf_counter_ns()) / 1e9
+            # Timers tick in milliseconds, which would send a millisecond's requests in one burst:
+            # closer than that, poll (the loop still runs I/O between polls). This keeps the core busy.
+            if wait < 0.002:
+                self.loop.call_soon(self._open_tick)
+            else:
+                self.loop.call_later(wait - 0.001, self._open_tick)
+
+    def _open_due(self) -> None:
+        """Issue every request due by now, each stamped with its due time. Called from a timer and
+        after every response: the loop's timers tick in milliseconds, responses far more often, so
+        requests leave close to their due times instead of in one burst per millisecond."""
         now = time.perf_counter_ns()
-        due = int((now - start) * load.rate / 1e9) + 1
-        interval = 1e9 / load.rate
-        for i in range(issued, due):
-            if not self._may_issue():
-                return
-            at = start + int(i * interval)
-            self.behind_ns = max(self.behind_ns, now - at) if self.measuring else self.behind_ns
-            if self.idle:
-                self._issue(self.idle.popleft(), self._next_request_open(), at)
-            elif len(self.slots) < load.connections:
+        due = int((now - self.open_start) / self.open_interval) + 1
+        load = self.load
+        while self.open_issued < due and self._may_issue():
+            at = self.open_start + int(self.open_issued * self.open_interval)
+            self.open_issued += 1
+            if self.measuring and now - at > self.behind_ns:
+                self.behind_ns = now - at
+            if self.idle:  # the most recently used connection: fewest connections, warmest caches
+                self._issue(self.idle.pop(), self._next_request_open(), at)
+            elif len(self.slots) < load.connections and self.connecting < MAX_CONNECTING:
                 slot = Slot()
                 self.slots.append(slot)
                 self._issue(slot, self._next_request_open(), at)
-            else:
-                self.waited += self.measuring
+            else:  # the next connection to become free takes it
+                self.waited += self.measuring and len(self.slots) >= load.connections
                 self.backlog.append(at)
-        next_at = (start + due * interval - time.perf_counter_ns()) / 1e9
-        self.loop.call_later(max(0.0, next_at), self._open_tick, start, due)
 
     def _next_request_open(self) -> Request:
         # Arrivals are single requests: a sequence's steps arrive one after another in order.
