@@ -47,6 +47,29 @@ def target() -> Iterator:
         proc.wait(10)
 
 
+def test_histogram_error_is_bounded() -> None:
+    import random
+
+    from tricorn.bench.histogram import Histogram, bucket_bounds, bucket_of
+
+    rng = random.Random(7)
+    values = [int(rng.lognormvariate(8, 2)) for _ in range(50_000)]
+    histogram, ordered = Histogram.of(values), sorted(values)
+    for p in (1, 50, 90, 99, 99.9):
+        exact = ordered[max(0, int(p / 100 * len(ordered)) - 1)]
+        assert abs(histogram.percentile(p) - exact) <= exact * 0.008 + 1, (p, exact)
+    assert histogram.percentile(100) == max(values) and histogram.mean == sum(values) / len(values)
+    previous = -1
+    for value in (*range(0, 5000), *range(10**6, 10**6 + 5000), 10**9):
+        low, high = bucket_bounds(bucket_of(value))
+        assert low <= value < high and (high - low) <= max(1, value * 0.008)
+        assert bucket_of(value) >= previous
+        previous = bucket_of(value)
+    merged = Histogram.of(values[:100])
+    merged.merge(Histogram.from_dict(Histogram.of(values[100:]).to_dict()))
+    assert merged.counts == histogram.counts and merged.total == histogram.total
+
+
 def test_closed_loop_counts_are_exact_against_tricorn(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
     server = serve("asgi_apps:app", "--no-access-log")
     result = bench_json(tmp_path, server.url + "/", "-c", "8", "-n", "3000")

@@ -197,17 +197,7 @@ class Collector:
             self.live.flush()
 
     def final(self, window: Window, cpu: list[float], behind_ms: float, waited: int, elapsed: float) -> None:
-        total = self.total
-        total.issued += window.issued
-        total.answered += window.answered
-        total.bytes += window.bytes
-        for code, n in window.status.items():
-            total.status[code] = total.status.get(code, 0) + n
-        for kind, n in window.errors.items():
-            total.errors[kind] = total.errors.get(kind, 0) + n
-        for name, n in window.names.items():
-            total.names[name] = total.names.get(name, 0) + n
-        total.histogram.merge(window.histogram)
+        self.total.merge(window)
         self.cpu.extend(cpu)
         self.behind_ms = max(self.behind_ms, behind_ms)
         self.waited += waited

@@ -3,6 +3,7 @@
 A scenario file (TOML) lists tasks; a task is one request or a sequence of steps sent in order on
 one connection (an index page, then a detail page), chosen by weight like Locust's `@task(5)`:
 
+    url = "http://127.0.0.1:8000"   # optional: the server, when the command line names none
     [defaults]                      # optional: merged into every request
     headers = { Accept = "application/json" }
 
