@@ -31,7 +31,6 @@ from .histogram import Histogram
 from .scenario import Request, Scenario, Target, Task
 
 MAX_CONNECTING = 16  # open loop: connections opened at once; a burst of due requests waits for these
-ERROR_KINDS = ("refused", "reset", "closed", "timeout", "malformed", "connect")
 
 
 @dataclass(frozen=True)
@@ -211,7 +210,6 @@ class Engine:
         self.waited = 0  # open loop: requests that waited for a free connection
         self.cpu_samples: list[float] = []
         self.address: tuple[Any, ...] = ()
-        self.family = socket.AF_INET
         self.rng = random.Random(os.getpid())
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.finished: asyncio.Future[None] | None = None
@@ -387,7 +385,7 @@ class Engine:
             infos = await self.loop.getaddrinfo(self.target.host, self.target.port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise ResolveError(f"cannot resolve {self.target.host!r}: {exc.strerror}") from None
-        self.family, _, _, _, self.address = infos[0]
+        self.address = infos[0][4]
 
     async def _measure(self) -> None:
         """Tick once a second: hand the second's window to on_second; stop at the end."""
