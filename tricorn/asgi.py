@@ -112,6 +112,8 @@ class HttpCycle:
             "headers": request.headers,
             "state": adapter.state.copy(),
         }
+        if conn.tls is not None:
+            self.scope["extensions"] = {"tls": conn.tls}
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.paused = False

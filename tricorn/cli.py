@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from . import __version__, loader, logs
+from . import __version__, loader, logs, tls
 from .config import SETTINGS, Config, default_text, describe, env_name, load
 from .errors import UserError
 from .process import PidFile, resolve_identity, set_title, switch_to
@@ -110,6 +110,7 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
     from .worker import Worker
 
     identity = resolve_identity(config.user, config.group)
+    ssl_context = tls.context(config)
     pidfile = PidFile(config.pid) if config.pid else None
     listeners: list[socket.socket] = []
     try:
@@ -127,9 +128,11 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
                 switch_to(identity)
             set_title(f"tricorn: worker [{config.app}]")
             app, interface = preloaded or loader.load(config.app, config.app_dir, config.factory, config.interface)
-            return Worker(config, app, interface, listeners, access_log).run()
+            return Worker(config, app, interface, listeners, access_log, ssl_context=ssl_context).run()
 
         def worker_for(config: Config) -> ServeWorker:
+            context = tls.context(config)  # on HUP, a bad new certificate fails here: the old workers stay
+
             def serve_worker(number: int, master_pid: int, heartbeat: Heartbeat) -> int:
                 assert config.app is not None
                 set_title(f"tricorn: worker {number} [{config.app}]")
@@ -141,7 +144,7 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
                 except UserError as exc:
                     print(f"Error: {exc}", file=sys.stderr)
                     return exc.exit_code
-                return Worker(config, app, interface, listeners, access_log, master_pid, heartbeat).run()
+                return Worker(config, app, interface, listeners, access_log, master_pid, heartbeat, context).run()
 
             return serve_worker
 

@@ -224,6 +224,28 @@ class Config:
     reload_exclude: tuple[str, ...] = setting(
         (), "--reload-exclude", parse=word_list, metavar="GLOB", help="ignore changes to files matching these globs",
     )
+    certfile: str | None = setting(
+        None, "--certfile", "--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)",
+    )
+    keyfile: str | None = setting(
+        None, "--keyfile", "--ssl-keyfile", metavar="FILE", help="the certificate's private key (PEM)",
+    )
+    keyfile_password: str | None = setting(
+        None, "--keyfile-password", "--ssl-keyfile-password", metavar="PASSWORD",
+        help="password of an encrypted --keyfile",
+    )
+    ca_certs: str | None = setting(
+        None, "--ca-certs", "--ssl-ca-certs", metavar="FILE",
+        help="CA certificates that client certificates must chain to",
+    )
+    cert_reqs: str = setting(
+        "none", "--cert-reqs", "--ssl-cert-reqs", choices=("none", "optional", "required"),
+        help="client certificates: none asked, optional (verified if sent), required",
+    )
+    ciphers: str | None = setting(
+        None, "--ciphers", "--ssl-ciphers", metavar="CIPHERS",
+        help="OpenSSL cipher list for TLS 1.2 (default: OpenSSL's); TLS 1.2 is the minimum version",
+    )
     backlog: int = setting(2048, "--backlog", parse=positive_int, help="listen() backlog of each listener")
     threads: int | None = setting(
         None, "--threads", parse=positive_int,

@@ -23,6 +23,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import tls
 from .h1 import END, ProtocolError, Request, Response, error_response
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class HttpConnection(asyncio.Protocol):
         "server",
         "sockname",
         "started_at",
+        "tls",
+        "tls_environ",
         "transport",
         "trusted_proxy",
         "write_paused",
@@ -100,6 +103,8 @@ class HttpConnection(asyncio.Protocol):
         self._reading_paused = False
         self.eof = False
         self.trusted_proxy = False
+        self.tls: dict[str, Any] | None = None  # HTTPS: ASGI's tls extension, read once per connection
+        self.tls_environ: dict[str, str] = {}  # and its WSGI environ variables
 
     # transport events ----------------------------------------------------------------------
 
@@ -112,6 +117,10 @@ class HttpConnection(asyncio.Protocol):
         proxies = self.server.proxies
         # A unix socket peer is a local process (a proxy on the same machine), so it is trusted.
         self.trusted_proxy = proxies is not None and (self.client is None or self.client[0] in proxies)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.scheme = "https"
+            self.tls, self.tls_environ = tls.session(ssl_object), tls.environ(ssl_object)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

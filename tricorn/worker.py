@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,11 +79,12 @@ class Worker:
     def __init__(
         self, config: Config, app: Any, interface: str, listeners: list[socket.socket],
         access_log: AccessLog | None, parent_pid: int = 0,
-        heartbeat: Callable[[int, int, bool], None] | None = None,
+        heartbeat: Callable[[int, int, bool], None] | None = None, ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.parent_pid = parent_pid  # the master's pid; 0 when serving without one
         self.heartbeat = heartbeat  # heartbeat(requests, in_flight, retire) into the master's scoreboard
+        self.ssl_context = ssl_context
         jitter = random.randint(0, config.max_requests_jitter) if config.max_requests_jitter > 0 else 0
         self.max_requests = config.max_requests + jitter if config.max_requests > 0 else 0
         lifetime = config.max_worker_lifetime
@@ -149,8 +151,15 @@ class Worker:
 
         servers = []
         for sock in self.listeners:
-            servers.append(await loop.create_server(lambda: HttpConnection(state), sock=sock, backlog=config.backlog))
-            logger.info("Listening at: %s (%d)", sockets_module.describe(sock), os.getpid())
+            servers.append(await loop.create_server(
+                lambda: HttpConnection(state), sock=sock, backlog=config.backlog, ssl=self.ssl_context,
+                # A handshake counts against the header timeout: half-open handshakes cannot pile up.
+                ssl_handshake_timeout=config.timeout_header if self.ssl_context else None,
+            ))
+            where = sockets_module.describe(sock)
+            if self.ssl_context is not None:
+                where = where.replace("http://", "https://", 1)
+            logger.info("Listening at: %s (%d)", where, os.getpid())
         logger.info("Serving %s (%s)", config.app, self.interface)
         if self.heartbeat is not None:
             self.heartbeat(0, 0, False)  # the first beat tells the master this worker is READY

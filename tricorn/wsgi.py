@@ -414,6 +414,8 @@ class WSGICycle:
         environ["RAW_URI"] = request.target.decode("latin-1")
         environ["wsgi.url_scheme"] = request.scheme
         environ["wsgi.input"] = InputStream(self)
+        if conn.tls_environ:
+            environ.update(conn.tls_environ)
         if request.http_version == "1.0":
             environ["SERVER_PROTOCOL"] = "HTTP/1.0"
         if request.client is not None:
