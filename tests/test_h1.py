@@ -74,11 +74,19 @@ def test_upgrade_with_a_body_is_refused_so_the_body_is_never_read_as_a_request(s
     assert len(events) == 1 and isinstance(events[0], ProtocolError) and events[0].status == 400
 
 
-def test_upgrade_without_a_body_is_served_as_http_and_parsing_goes_on() -> None:
-    events = feed(b"GET /a HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n"
-                  b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
-    paths = [e.path for e in events if isinstance(e, Request)]
-    assert paths == [b"/a", b"/b"] and events[0].upgrade == b"foo"  # type: ignore[attr-defined]
+def test_bytes_after_an_upgrade_are_held_until_the_connection_decides() -> None:
+    upgrade = b"GET /a HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n"
+    parser = RequestParser()
+    events = parser.receive_data(upgrade + b"GET /b HTTP/1.1\r\n")
+    assert [e.path for e in events if isinstance(e, Request)] == [b"/a"] and events[0].upgrade == b"foo"  # type: ignore[attr-defined]
+    assert parser.receive_data(b"Host: h\r\n\r\n") == []  # held
+    # Not taken: what followed is the next request.
+    assert [e.path for e in parser.resume() if isinstance(e, Request)] == [b"/b"]
+    # Taken: what followed belongs to the new protocol, and the parser is done.
+    parser = RequestParser()
+    parser.receive_data(upgrade + b"\x81\x85frame")
+    parser.receive_data(b"more")
+    assert parser.take_upgraded() == b"\x81\x85framemore" and parser.receive_data(b"GET") == []
 
 
 def test_head_size_limit_stops_an_endless_header() -> None:

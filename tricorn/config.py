@@ -246,6 +246,27 @@ class Config:
         None, "--ciphers", "--ssl-ciphers", metavar="CIPHERS",
         help="OpenSSL cipher list for TLS 1.2 (default: OpenSSL's); TLS 1.2 is the minimum version",
     )
+    ws: str = setting(
+        "auto", "--ws", choices=("auto", "websockets", "none"),
+        help="WebSocket support for ASGI apps (the websockets package's protocol); none passes upgrade "
+        "requests to the app as plain HTTP",
+    )
+    ws_max_size: int = setting(
+        16 * 2**20, "--ws-max-size", parse=size, metavar="SIZE",
+        help="largest WebSocket message accepted; a bigger one closes the connection with 1009",
+    )
+    ws_ping_interval: float = setting(
+        20.0, "--ws-ping-interval", parse=duration, metavar="DURATION",
+        help="ping an open WebSocket this often; 0 is off",
+    )
+    ws_ping_timeout: float = setting(
+        20.0, "--ws-ping-timeout", parse=duration, metavar="DURATION",
+        help="close a WebSocket (1011) whose peer has not answered a ping this long",
+    )
+    ws_per_message_deflate: bool = setting(
+        True, "--ws-per-message-deflate", parse=boolean,
+        help="compress WebSocket messages when the client offers permessage-deflate",
+    )
     backlog: int = setting(2048, "--backlog", parse=positive_int, help="listen() backlog of each listener")
     threads: int | None = setting(
         None, "--threads", parse=positive_int,

@@ -28,6 +28,7 @@ from .h1 import END, ProtocolError, Request, Response, error_response
 
 if TYPE_CHECKING:
     from .worker import ServerState
+    from .ws import WebSocketSession
 
 logger = logging.getLogger("tricorn.error")
 
@@ -75,6 +76,7 @@ class HttpConnection(asyncio.Protocol):
         "tls_environ",
         "transport",
         "trusted_proxy",
+        "websocket",
         "write_paused",
     )
 
@@ -105,6 +107,7 @@ class HttpConnection(asyncio.Protocol):
         self.trusted_proxy = False
         self.tls: dict[str, Any] | None = None  # HTTPS: ASGI's tls extension, read once per connection
         self.tls_environ: dict[str, str] = {}  # and its WSGI environ variables
+        self.websocket: WebSocketSession | None = None  # after an accepted WebSocket upgrade
 
     # transport events ----------------------------------------------------------------------
 
@@ -133,13 +136,27 @@ class HttpConnection(asyncio.Protocol):
         self._drain_waiters.clear()
 
     def data_received(self, data: bytes) -> None:
+        if self.websocket is not None:
+            self.websocket.data_received(data)
+            return
         if self.idle:
             self.idle = False
             self.deadline = self.loop.time() + self.server.timeout_header
         for event in self.parser.receive_data(data):
             self._dispatch(event)
+        if self.parser.held is not None and not self.closed:
+            if self.websocket is not None:
+                rest = self.parser.take_upgraded()
+                if rest:
+                    self.websocket.data_received(rest)
+            else:  # an Upgrade served as plain HTTP: what followed it is the next request
+                for event in self.parser.resume():
+                    self._dispatch(event)
 
     def eof_received(self) -> bool | None:
+        if self.websocket is not None:
+            self.websocket.eof_received()
+            return None
         # A half-closed client may still wait for the answers to requests it sent whole; a body
         # cut short by EOF will never complete, so that request is abandoned.
         if (self.cycle is None and not self.pending) or not self.body_done:
@@ -206,7 +223,10 @@ class HttpConnection(asyncio.Protocol):
         self.continue_sent = False
         if server.access_log is not None:
             self.started_at = self.loop.time()
-        server.adapter.start(self, request)  # sets self.cycle
+        if server.websockets is not None and request.is_websocket:
+            server.websockets.start(self, request)  # sets self.cycle and self.websocket
+        else:
+            server.adapter.start(self, request)  # sets self.cycle
 
     def _refuse(self, error: ProtocolError) -> None:
         if self.closed:
@@ -275,7 +295,8 @@ class HttpConnection(asyncio.Protocol):
     def body_paused(self, paused: bool) -> None:
         self._set_paused(body=paused)
 
-    def _finish_cycle(self) -> None:
+    def _finish_cycle(self, linger: bool = False) -> None:
+        """The cycle is over. `linger`: an ended WebSocket, whose peer closes the connection."""
         server = self.server
         response = self.response
         request = self.request
@@ -285,6 +306,9 @@ class HttpConnection(asyncio.Protocol):
         self.cycle = None
         self.request = None
         self.response = None
+        if linger:
+            return  # bytes still go to the WebSocket, for the closing handshake
+        self.websocket = None
         if self.closed:
             return
         keep = (
@@ -348,7 +372,9 @@ class HttpConnection(asyncio.Protocol):
         after DRAIN_IDLE. Closing an idle connection at once races a request already on the wire
         (the client sees a reset, not a refusal); a request that arrives within DRAIN_IDLE is
         answered with `connection: close` instead, and the client reconnects to another worker."""
-        if self.cycle is None:
+        if self.websocket is not None:
+            self.websocket.shutdown()
+        elif self.cycle is None:
             if self.idle or not self.parser.started:
                 self.deadline = self.loop.time() + DRAIN_IDLE
         elif self.response is not None:

@@ -96,6 +96,10 @@ class Request:
         self.client: tuple[str, int] | None = None
         self.scheme = "http"
 
+    @property
+    def is_websocket(self) -> bool:
+        return self.method == b"GET" and self.upgrade is not None and b"websocket" in self.upgrade.lower()
+
     def __repr__(self) -> str:
         return f"<Request {self.method.decode()} {self.target!r} HTTP/{self.http_version}>"
 
@@ -127,6 +131,9 @@ class RequestParser:
         self._lead = b""
         self._messages = 0
         self.dead = False
+        # After an Upgrade request, what follows may not be HTTP: it is held until the connection
+        # says whether it takes the upgrade (take_upgraded) or serves it as plain HTTP (resume).
+        self.held: bytes | None = None
 
     @property
     def started(self) -> bool:
@@ -136,20 +143,20 @@ class RequestParser:
     def receive_data(self, data: bytes) -> list[object]:
         if self.dead:
             return []
+        if self.held is not None:
+            self.held += data
+            return []
         events = self._events = []
         if len(self._lead) < 32:
             self._lead += data[: 32 - len(self._lead)]  # the connection's first bytes, for _invalid_method
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            # llhttp stops at an Upgrade; we serve it as plain HTTP and go on with a new parser.
-            # on_headers_complete refused an upgrade request with a body, so nothing is skipped.
+            # llhttp stops at an Upgrade. on_headers_complete refused an upgrade request with a
+            # body, so what follows is the upgraded protocol's, or the next request's.
             offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
             self._parser = httptools.HttpRequestParser(self)
-            if offset < len(data):
-                rest = self.receive_data(data[offset:])
-                events.extend(rest)
-                self._events = events
+            self.held = data[offset:]
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             events.append(cause if isinstance(cause, ProtocolError) else ProtocolError(400, str(exc)))
@@ -167,6 +174,16 @@ class RequestParser:
                     events.append(ProtocolError(431, "Request header fields too large"))
                     self.dead = True
         return events
+
+    def take_upgraded(self) -> bytes:
+        """The bytes after an accepted Upgrade request: the new protocol's. This parser is done."""
+        data, self.held, self.dead = self.held or b"", None, True
+        return data
+
+    def resume(self) -> list[object]:
+        """The Upgrade was not taken: parse what followed it as HTTP."""
+        data, self.held = self.held or b"", None
+        return self.receive_data(data) if data else []
 
     def _invalid_method(self) -> ProtocolError:
         lead = self._lead

@@ -28,6 +28,7 @@ from .h1 import RequestParser
 from .logs import AccessLog
 from .proxy import TrustedProxies
 from .system import rss_bytes
+from .ws import WebSocketAdapter
 from .wsgi import WSGIAdapter
 
 logger = logging.getLogger("tricorn.error")
@@ -43,6 +44,7 @@ class ServerState:
         self.loop = loop
         self.access_log = access_log
         self.adapter: Any = None
+        self.websockets: WebSocketAdapter | None = None  # ASGI apps, unless --ws none
         self.connections: set[HttpConnection] = set()
         self.in_flight = 0
         self.requests = 0
@@ -148,6 +150,8 @@ class Worker:
                 self.exit_code = EXIT_BOOT_FAILURE
                 return
             state.adapter = ASGIAdapter(app, config, lifespan.state)
+            if config.ws != "none":
+                state.websockets = WebSocketAdapter(app, config, lifespan.state)
 
         servers = []
         for sock in self.listeners:

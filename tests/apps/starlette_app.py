@@ -2,7 +2,8 @@ import asyncio
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocketDisconnect
 
 
 async def numbers():
@@ -26,4 +27,20 @@ async def index(request):
     return JSONResponse({"path": request.url.path, "root_path": request.scope["root_path"]})
 
 
-app = Starlette(routes=[Route("/", index), Route("/stream", stream), Route("/upload", upload, methods=["POST"])])
+async def ws(websocket):
+    await websocket.accept()
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await websocket.send_text("echo: " + message["text"])
+            else:
+                await websocket.send_bytes(message["bytes"])
+    except WebSocketDisconnect:
+        pass
+
+
+app = Starlette(routes=[Route("/", index), Route("/stream", stream), Route("/upload", upload, methods=["POST"]),
+                        WebSocketRoute("/ws", ws)])

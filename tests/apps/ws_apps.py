@@ -1,0 +1,99 @@
+"""Raw ASGI WebSocket apps for the tests."""
+
+import asyncio
+import json
+import os
+
+RECORD = os.environ.get("TEST_RECORD_FILE")
+
+
+def _record(line):
+    if RECORD:
+        with open(RECORD, "a") as f:
+            f.write(line + "\n")
+
+
+async def echo(scope, receive, send):
+    """Echoes; picks the subprotocol "chat" when offered; the text "close" closes with 4000 "bye";
+    "scope" answers with the scope as JSON."""
+    if scope["type"] != "websocket":
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"plain http"})
+        return
+    message = await receive()
+    assert message["type"] == "websocket.connect"
+    subprotocol = "chat" if "chat" in scope["subprotocols"] else None
+    await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": [(b"x-extra", b"yes")]})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            _record(f"disconnect-{message['code']}")
+            return
+        if message.get("text") == "close":
+            await send({"type": "websocket.close", "code": 4000, "reason": "bye"})
+            return
+        if message.get("text") == "scope":
+            shown = {k: v for k, v in scope.items() if k in ("type", "scheme", "path", "query_string", "subprotocols",
+                                                             "root_path", "http_version")}
+            shown["query_string"] = shown["query_string"].decode()
+            await send({"type": "websocket.send", "text": json.dumps(shown)})
+            continue
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+async def deny(scope, receive, send):
+    """Denies the handshake with a real HTTP response."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.http.response.start", "status": 401,
+                "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+    await send({"type": "websocket.http.response.body", "body": b"no ", "more_body": True})
+    await send({"type": "websocket.http.response.body", "body": b"entry"})
+
+
+async def refuse(scope, receive, send):
+    """Closes before accepting: a 403."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.close"})
+
+
+async def crash(scope, receive, send):
+    """Fails before accepting on /before (a 500), after accepting otherwise (a 1011)."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    if scope["path"] == "/before":
+        raise RuntimeError("crashed before accepting")
+    await send({"type": "websocket.accept"})
+    await receive()
+    raise RuntimeError("crashed after accepting")
+
+
+async def flood(scope, receive, send):
+    """Sends 1 MiB messages as fast as send() lets it, recording each one sent: with a client that
+    does not read, send() must block long before all 200 are out."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    for i in range(200):
+        await send({"type": "websocket.send", "bytes": b"x" * 2**20})
+        _record(f"sent {i}")
+    await asyncio.sleep(30)
+
+
+async def hold(scope, receive, send):
+    """Stays open until the peer or the server closes; records the disconnect code."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    message = await receive()
+    _record(f"disconnect-{message['code']}")

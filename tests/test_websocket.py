@@ -1,0 +1,269 @@
+"""WebSockets with the `websockets` client (and raw sockets for what a client library will not do)
+against raw ASGI, Starlette and FastAPI apps."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import socket
+import struct
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.asyncio.client import connect
+
+HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+def ws_url(server, path: str = "/ws") -> str:  # type: ignore[no-untyped-def]
+    return f"ws://127.0.0.1:{server.port}{path}"
+
+
+def test_echo_text_bytes_subprotocol_and_close_code(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("ws_apps:echo")
+
+    async def talk() -> None:
+        async with connect(ws_url(server, "/ws?x=1"), subprotocols=["other", "chat"], max_size=None) as ws:
+            assert ws.subprotocol == "chat" and ws.response.headers["x-extra"] == "yes"
+            await ws.send("héllo")
+            assert await ws.recv() == "héllo"
+            await ws.send(b"\x00\xff")
+            assert await ws.recv() == b"\x00\xff"
+            await ws.send("scope")
+            scope = __import__("json").loads(await ws.recv())
+            assert scope == {"type": "websocket", "http_version": "1.1", "scheme": "ws", "root_path": "",
+                             "path": "/ws", "query_string": "x=1", "subprotocols": ["other", "chat"]}
+            await ws.send(["frag", "mented"])  # a fragmented message arrives whole
+            assert await ws.recv() == "fragmented"
+            await ws.send("close")
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+            assert ws.close_code == 4000 and ws.close_reason == "bye"
+
+    run(talk())
+    assert httpx.get(server.url + "/").text == "plain http"  # plain HTTP still served beside
+    assert '"GET /ws?x=1 HTTP/1.1" 101' in server.stdout
+
+
+@pytest.mark.parametrize("deflate", [True, False])
+def test_permessage_deflate_on_and_off(serve, deflate: bool) -> None:  # type: ignore[no-untyped-def]
+    server = serve("ws_apps:echo", *([] if deflate else ["--no-ws-per-message-deflate"]))
+
+    async def talk() -> str | None:
+        async with connect(ws_url(server)) as ws:
+            await ws.send("z" * 100_000)
+            assert await ws.recv() == "z" * 100_000
+            return ws.response.headers.get("sec-websocket-extensions")
+
+    extensions = run(talk())
+    assert (extensions or "").startswith("permessage-deflate") if deflate else extensions is None
+
+
+@pytest.mark.parametrize(("size", "closed_with"), [(10 * 2**20, None), (10 * 2**20 + 1, 1009)])
+def test_max_size(serve, size: int, closed_with: int | None) -> None:  # type: ignore[no-untyped-def]
+    server = serve("ws_apps:echo", "--ws-max-size", str(10 * 2**20))
+
+    async def talk() -> int | None:
+        ws = await connect(ws_url(server), max_size=None, compression=None)
+        try:
+            await ws.send(os.urandom(size))
+            assert len(await ws.recv()) == size
+        except websockets.ConnectionClosed:
+            return ws.close_code
+        finally:
+            with contextlib.suppress(Exception):  # the library's close() trips on a connection already gone
+                await ws.close()
+        return None
+
+    assert run(talk()) == closed_with
+
+
+def test_denial_response_refusal_and_app_errors(serve) -> None:  # type: ignore[no-untyped-def]
+    async def status_of(server, path: str = "/ws") -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with connect(ws_url(server, path)):
+                pass
+        return info.value.response.status_code, bytes(info.value.response.body or b"")
+
+    deny = serve("ws_apps:deny")
+    assert run(status_of(deny)) == (401, b"no entry")
+    refuse = serve("ws_apps:refuse")
+    assert run(status_of(refuse))[0] == 403
+    crash = serve("ws_apps:crash")
+    assert run(status_of(crash, "/before"))[0] == 500
+    assert "RuntimeError: crashed before accepting" in crash.stderr
+
+    async def crash_after() -> int | None:
+        async with connect(ws_url(crash)) as ws:
+            await ws.send("boom")
+            with pytest.raises(websockets.ConnectionClosedError):
+                await ws.recv()
+            return ws.close_code
+
+    assert run(crash_after()) == 1011
+    crash.wait_for(lambda: "crashed after accepting" in crash.stderr, what="the traceback")
+
+
+def raw_exchange(port: int, request: bytes, then: bytes = b"", timeout: float = 10, head_only: bool = False) -> bytes:
+    """Send `request`, read the response head, send `then`, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+        if head_only:
+            return received
+        if then:
+            sock.sendall(then)
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return received
+
+
+def frame(opcode: int, payload: bytes, mask: bool = True, fin: bool = True) -> bytes:
+    head = bytes([(0x80 if fin else 0) | opcode])
+    key = b"\x01\x02\x03\x04"
+    length = len(payload)
+    head += bytes([(0x80 if mask else 0) | length]) if length < 126 else bytes([(0x80 if mask else 0) | 126]) + \
+        struct.pack("!H", length)
+    if not mask:
+        return head + payload
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def close_code_in(data: bytes) -> int:
+    """The code of the server's close frame in what followed the 101."""
+    body = data.split(b"\r\n\r\n", 1)[1]
+    index = body.find(b"\x88")
+    assert index >= 0, data
+    return int(struct.unpack("!H", body[index + 2:index + 4])[0])
+
+
+@pytest.mark.parametrize(("bad", "code"), [
+    (frame(0x1, b"PAYLOAD unmasked", mask=False), 1002),
+    (frame(0x1, b"PAYLOAD \xff\xfe"), 1007),  # invalid UTF-8
+    (frame(0x1, b"PAYLOAD \xed\xa0\x80"), 1007),  # a UTF-16 surrogate, invalid in UTF-8
+    (frame(0x3, b"PAYLOAD"), 1002),  # a reserved opcode
+    (frame(0x8, struct.pack("!H", 1005) + b"PAYLOAD"), 1002),  # a close code that must not be sent
+    (frame(0x1, b"PAYLOAD", fin=False) + frame(0x2, b"PAYLOAD"), 1002),  # a new message amid a fragmented one
+])
+def test_bad_frames_close_with_the_right_code_and_never_reach_the_app(serve, bad: bytes, code: int) -> None:  # type: ignore[no-untyped-def]
+    server = serve("ws_apps:echo", "--no-ws-per-message-deflate")
+    received = raw_exchange(server.port, HANDSHAKE, then=bad)
+    assert received.startswith(b"HTTP/1.1 101")
+    assert close_code_in(received) == code
+    assert b"PAYLOAD" not in received  # the echo app never saw it as data...
+    server.wait_for(lambda: server.records() == [f"disconnect-{code}"], what="...only as a disconnect")
+
+
+@pytest.mark.parametrize(("handshake", "expect"), [
+    (HANDSHAKE.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8"), b"HTTP/1.1 400"),
+    (HANDSHAKE.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b""), b"HTTP/1.1 400"),
+    (HANDSHAKE.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"short"), b"HTTP/1.1 400"),
+])
+def test_invalid_handshakes_are_refused_without_calling_the_app(serve, handshake: bytes, expect: bytes) -> None:  # type: ignore[no-untyped-def]
+    server = serve("ws_apps:hold")
+    assert raw_exchange(server.port, handshake).startswith(expect)
+    assert server.records() == []
+
+
+def test_ping_timeout_closes_a_silent_peer(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("ws_apps:hold", "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.3")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(HANDSHAKE)
+        received = b""
+        while True:  # read pings and never answer them, until the server gives up
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    body = received.split(b"\r\n\r\n", 1)[1]
+    assert body.startswith(b"\x89\x00")  # a ping
+    assert close_code_in(received) == 1011
+    server.wait_for(lambda: "disconnect-1011" in server.records(), what="the app told")
+
+    answered = serve("ws_apps:echo", "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.3")
+
+    async def patient() -> str:  # a client that answers pings stays connected
+        async with connect(ws_url(answered)) as ws:
+            await asyncio.sleep(1.5)
+            await ws.send("still here")
+            return await ws.recv()  # type: ignore[return-value]
+
+    assert run(patient()) == "still here"
+
+
+def test_a_slow_reader_holds_the_sender(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("ws_apps:flood", "--no-ws-per-message-deflate")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(HANDSHAKE)
+        sock.recv(200)
+        server.wait_for(lambda: len(server.records()) >= 1, what="the first message sent")
+        __import__("time").sleep(1.0)  # give the app every chance to run ahead
+        sent = len(server.records())
+        assert sent < 20, sent  # 200 MiB would be queued without backpressure; socket buffers hold a few
+        assert server.rss_peak_kib() < 200 * 1024
+
+
+def test_shutdown_closes_open_websockets_with_1001(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("ws_apps:hold")
+
+    async def talk() -> int | None:
+        async with connect(ws_url(server)) as ws:
+            server.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    assert run(talk()) == 1001
+    assert server.wait() == 0
+    assert server.records() == ["disconnect-1001"]
+
+
+def test_wsgi_apps_get_upgrade_requests_as_plain_http(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("wsgi_apps:app")
+    received = raw_exchange(server.port, HANDSHAKE.replace(b"/ws", b"/"), head_only=True)
+    assert received.startswith(b"HTTP/1.1 200")
+    none = serve("ws_apps:echo", "--ws", "none")
+    assert raw_exchange(none.port, HANDSHAKE, head_only=True).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("app", ["starlette_app:app", "fastapi_app:app"])
+def test_framework_websockets(serve, app: str) -> None:  # type: ignore[no-untyped-def]
+    server = serve(app)
+
+    async def talk() -> None:
+        async with connect(ws_url(server, "/ws")) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "echo: hi"
+            await ws.send(b"\x01")
+            assert await ws.recv() == b"\x01"
+
+    run(talk())
+
+
+def test_sec_websocket_accept_is_right(serve) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    server = serve("ws_apps:hold")
+    received = raw_exchange(server.port, HANDSHAKE, head_only=True)
+    expected = base64.b64encode(hashlib.sha1(b"dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                                .digest())
+    assert b"Sec-WebSocket-Accept: " + expected in received
