@@ -21,3 +21,15 @@ async def asgi_sleep(scope, receive, send):
 def wsgi_hello(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
     return [b"Hello, world!"]
+
+
+async def ws_echo(scope, receive, send):
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})

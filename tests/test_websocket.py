@@ -267,3 +267,22 @@ def test_sec_websocket_accept_is_right(serve) -> None:  # type: ignore[no-untype
     expected = base64.b64encode(hashlib.sha1(b"dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
                                 .digest())
     assert b"Sec-WebSocket-Accept: " + expected in received
+
+
+def test_a_real_browser(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Headless Chromium loads a page from tricorn whose script exchanges messages over a WebSocket."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        assert not os.environ.get("CI"), "CI must have Chromium: .ci/run installs it"
+        pytest.skip("Chromium is not installed (apt-get install chromium); CI runs this test")
+    server = serve("ws_apps:page")
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", server.url + "/"],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert ('<p id="result">OK chat | hello from the browser | 1,2,3 | permessage-deflate'
+            in result.stdout), result.stdout[-2000:] + result.stderr[-2000:]

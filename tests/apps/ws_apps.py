@@ -97,3 +97,31 @@ async def hold(scope, receive, send):
     await send({"type": "websocket.accept"})
     message = await receive()
     _record(f"disconnect-{message['code']}")
+
+
+PAGE = b"""<!doctype html>
+<html><body><p id="result">waiting</p>
+<script>
+const result = document.getElementById("result");
+const ws = new WebSocket("ws://" + location.host + "/ws", ["chat"]);
+ws.binaryType = "arraybuffer";
+const got = [];
+ws.onopen = () => { ws.send("hello from the browser"); ws.send(new Uint8Array([1, 2, 3])); };
+ws.onmessage = (event) => {
+  got.push(typeof event.data === "string" ? event.data : Array.from(new Uint8Array(event.data)).join(","));
+  if (got.length === 2) {
+    result.textContent = "OK " + ws.protocol + " | " + got.join(" | ") + " | " + ws.extensions;
+    ws.close(1000);
+  }
+};
+ws.onerror = () => { result.textContent = "ERROR"; };
+</script></body></html>"""
+
+
+async def page(scope, receive, send):
+    """An HTML page whose script talks to the echo WebSocket at /ws."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+        await send({"type": "http.response.body", "body": PAGE})
+    elif scope["type"] == "websocket":
+        await echo(scope, receive, send)
