@@ -152,3 +152,21 @@ def test_encrypted_key_with_its_password(serve, pki) -> None:  # type: ignore[no
     server = serve("tls_apps:asgi", "--certfile", str(pki["cert"]), "--keyfile", str(pki["encrypted_key"]),
                    "--keyfile-password", "s3cret")
     assert httpx.get(https_url(server), verify=client_context(pki, None)).json()["scheme"] == "https"
+
+
+def test_wss_with_the_websockets_client(serve, pki) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    server = serve("ws_apps:echo", *tls_args(pki))
+
+    async def talk() -> dict:  # type: ignore[type-arg]
+        async with connect(f"wss://127.0.0.1:{server.port}/ws", ssl=client_context(pki, None)) as ws:
+            await ws.send("over tls")
+            assert await ws.recv() == "over tls"
+            await ws.send("scope")
+            return json.loads(await ws.recv())  # type: ignore[no-any-return]
+
+    assert asyncio.run(asyncio.wait_for(talk(), 30))["scheme"] == "wss"

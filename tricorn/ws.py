@@ -317,6 +317,8 @@ class WebSocketSession:
                 transport.write(data)
             elif transport.can_write_eof():
                 transport.write_eof()  # the protocol's signal that the closing handshake is over
+            else:
+                transport.close()  # TLS has no half-close
         if self.protocol.close_expected() and self.close_handle is None:
             # We sent or echoed a close: the peer closes the TCP connection; make sure it ends.
             self.close_handle = self.conn.loop.call_later(CLOSE_TIMEOUT, transport.close)
