@@ -27,6 +27,44 @@ def alive(pid: int) -> bool:
         return False
 
 
+class Load:
+    """Clients in threads requesting `url` (which answers with the serving pid) until the block ends.
+    `new_connection`: one connection per request, so only requests in flight can be lost."""
+
+    def __init__(self, url: str, clients: int = 4, new_connection: bool = False) -> None:
+        import threading
+
+        self.url = url
+        self.headers = {"connection": "close"} if new_connection else {}
+        self.answered: list[int] = []
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10, headers=self.headers) as client:
+            for _ in range(20000):  # bounded; stopped by the event long before
+                if self.stop.is_set():
+                    return
+                try:
+                    response = client.get(self.url)
+                    if response.status_code != 200:
+                        self.failures.append(str(response.status_code))
+                    self.answered.append(int(response.text))
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+
 def test_workers_share_the_listener_and_a_killed_worker_is_replaced(serve) -> None:  # type: ignore[no-untyped-def]
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
@@ -42,41 +80,17 @@ def test_workers_share_the_listener_and_a_killed_worker_is_replaced(serve) -> No
 
 
 def test_a_worker_killed_under_load_loses_only_its_in_flight_requests(serve) -> None:  # type: ignore[no-untyped-def]
-    import threading
-
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
     victim = booted(server)[0]
-    failures: list[str] = []
-    answered: list[int] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        # A new connection per request: any request but one in flight on the killed worker can succeed.
-        with httpx.Client(timeout=10, headers={"connection": "close"}) as client:
-            for _ in range(20000):  # bounded; stopped by the event long before
-                if stop.is_set():
-                    return
-                try:
-                    answered.append(int(client.get(server.url + "/").text))
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-
-    clients = [threading.Thread(target=load) for _ in range(4)]
-    for thread in clients:
-        thread.start()
-    try:
-        server.wait_for(lambda: victim in answered, what="the victim serving")
+    with Load(server.url + "/", new_connection=True) as load:
+        server.wait_for(lambda: victim in load.answered, what="the victim serving")
         os.kill(victim, signal.SIGKILL)
         server.wait_for(lambda: len(booted(server)) == 3, timeout=1.0, what="a replacement within 1 s")
         replacement = booted(server)[2]
-        server.wait_for(lambda: replacement in answered, what="the replacement serving")
-    finally:
-        stop.set()
-        for thread in clients:
-            thread.join(30)
-    assert len(failures) <= len(clients), failures  # at most one in flight per client
-    assert len(answered) > 100
+        server.wait_for(lambda: replacement in load.answered, what="the replacement serving")
+    assert len(load.failures) <= len(load.threads), load.failures  # at most one in flight per client
+    assert len(load.answered) > 100
     assert server.stop() == 0
 
 
@@ -149,45 +163,19 @@ def test_hung_worker_is_killed_with_its_traceback(serve, app: str, args: tuple[s
     assert httpx.get(server.url + "/", timeout=5).status_code == 200
 
 
-def test_hup_replaces_every_worker_with_zero_failed_requests(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import threading
-
+def test_hup_replaces_every_worker_with_zero_failed_requests(serve) -> None:  # type: ignore[no-untyped-def]
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
     old = set(booted(server))
-    failures: list[str] = []
-    answered: set[int] = set()
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(timeout=10) as client:
-            for _ in range(20000):  # bounded; stopped by the event long before
-                if stop.is_set():
-                    return
-                try:
-                    response = client.get(server.url + "/")
-                    if response.status_code != 200:
-                        failures.append(str(response.status_code))
-                    answered.add(int(response.text))
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-
-    clients = [threading.Thread(target=load) for _ in range(4)]
-    for thread in clients:
-        thread.start()
-    try:
+    with Load(server.url + "/") as load:
         time.sleep(0.5)
         server.proc.send_signal(signal.SIGHUP)
         server.wait_for(lambda: len(booted(server)) == 4 and not any(alive(pid) for pid in old), timeout=20,
                         what="the new generation and the old one gone")
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for thread in clients:
-            thread.join(30)
     new = set(booted(server)) - old
-    assert failures == []
-    assert answered & new, "the new generation never answered"
+    assert load.failures == []
+    assert set(load.answered) & new, "the new generation never answered"
     assert "Generation 1 is ready: draining old worker" in server.stderr
     assert server.stop() == 0
 
