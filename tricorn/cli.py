@@ -92,7 +92,7 @@ def check(config: Config) -> int:
     for address in config.listeners():
         parse_bind(address)
     assert config.app is not None
-    _, interface = loader.load(config.app, config.app_dir, config.factory, config.interface)
+    _, interface = loader.load_configured(config)
     print(f"OK: {config.app} is a {interface} application and the configuration is valid")
     return 0
 
@@ -121,13 +121,12 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
             from .reload import Reloader
 
             return Reloader(config, listeners).run()
-        preloaded = loader.load(config.app, config.app_dir, config.factory, config.interface) \
-            if config.preload else None
+        preloaded = loader.load_configured(config) if config.preload else None
         if config.workers == 1:
             if identity is not None:
                 switch_to(identity)
             set_title(f"tricorn: worker [{config.app}]")
-            app, interface = preloaded or loader.load(config.app, config.app_dir, config.factory, config.interface)
+            app, interface = preloaded or loader.load_configured(config)
             return Worker(config, app, interface, listeners, access_log, ssl_context=ssl_context).run()
 
         def worker_for(config: Config) -> ServeWorker:
@@ -139,8 +138,7 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
                 if identity is not None:
                     switch_to(identity)
                 try:
-                    app, interface = preloaded or loader.load(
-                        config.app, config.app_dir, config.factory, config.interface)
+                    app, interface = preloaded or loader.load_configured(config)
                 except UserError as exc:
                     print(f"Error: {exc}", file=sys.stderr)
                     return exc.exit_code

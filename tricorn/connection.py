@@ -123,7 +123,8 @@ class HttpConnection(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.scheme = "https"
-            self.tls, self.tls_environ = tls.session(ssl_object), tls.environ(ssl_object)
+            self.tls = tls.session(ssl_object)
+            self.tls_environ = tls.environ(ssl_object, self.tls)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -8,9 +8,12 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import AppLoadError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 INTERFACES = ("asgi3", "asgi2", "wsgi")
 
@@ -81,6 +84,12 @@ def detect_interface(app: Any) -> str:
     if len(parameters) == 3:
         return "asgi3"  # an async app behind a sync-looking wrapper
     return "wsgi"
+
+
+def load_configured(config: Config) -> tuple[Callable[..., Any], str]:
+    """The app and its interface as the configuration names them."""
+    assert config.app is not None
+    return load(config.app, config.app_dir, config.factory, config.interface)
 
 
 def load(spec: str, app_dir: str, factory: bool, interface: str) -> tuple[Callable[..., Any], str]:

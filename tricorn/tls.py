@@ -104,9 +104,8 @@ def _escape(value: str) -> str:
     return escaped[:-1] + "\\ " if escaped.endswith(" ") else escaped
 
 
-def environ(ssl_object: Any) -> dict[str, str]:
-    """The same for WSGI, with Apache mod_ssl's variable names."""
-    tls = session(ssl_object)
+def environ(ssl_object: Any, tls: dict[str, Any]) -> dict[str, str]:
+    """The same `session()` for WSGI, with Apache mod_ssl's variable names."""
     values = {"HTTPS": "on", "SSL_PROTOCOL": str(ssl_object.version()), "SSL_CIPHER": str(ssl_object.cipher()[0])}
     if tls["client_cert_chain"]:
         values["SSL_CLIENT_CERT"] = tls["client_cert_chain"][0]

@@ -234,7 +234,6 @@ class WebSocketSession:
         if self.conn.response is not None:
             self.conn.response.status = 101  # for the access log
         self.conn.deadline = 0.0
-        self.conn.server.in_flight -= 1  # an open WebSocket is a connection, not a request in flight
         if self.adapter.ping_interval:
             self.ping_handle = self.conn.loop.call_later(self.adapter.ping_interval, self._ping)
         if self.early:
@@ -364,8 +363,6 @@ class WebSocketSession:
             self.ping_handle.cancel()
         if notify:
             self._queue({"type": "websocket.disconnect", "code": code, "reason": self._close_status()[1]})
-        if self.accepted:
-            self.conn.server.in_flight += 1  # balanced by _finish_cycle when the app is done
         self._when_app_done(self._finish)
 
     def _when_app_done(self, callback: Any) -> None:

@@ -8,6 +8,7 @@ import gc
 import json
 import os
 import selectors
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -299,7 +300,7 @@ def summarize(plan: Plan, collector: Collector) -> dict[str, Any]:
     h = total.histogram
     elapsed = collector.elapsed or load.duration
     warnings = []
-    cpu = max((sum(c) / len(c) for c in [collector.cpu] if c), default=0.0)
+    cpu = statistics.fmean(collector.cpu) if collector.cpu else 0.0
     if cpu >= CPU_BOTTLENECK and load.mode != "open":  # the open loop polls near due times: busy by design
         warnings.append(f"the load generator used {cpu:.0%} of a core per process: it may be the bottleneck, "
                         f"not the server; add --procs (now {plan.procs}) if cores are free")

@@ -211,7 +211,7 @@ class Engine:
         self.cpu_samples: list[float] = []
         self.address: tuple[Any, ...] = ()
         self.rng = random.Random(os.getpid())
-        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
+        self.loop: asyncio.AbstractEventLoop  # the running loop, from run()
         self.finished: asyncio.Future[None] | None = None
         self.open_steps: collections.deque[Request] = collections.deque()
         self.open_start = 0  # ns: request i of the open loop is due at open_start + i * open_interval
