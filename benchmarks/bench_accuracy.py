@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import ROOT, free_port, wait_ready
+from compare import ROOT, free_port, running, wait_ready
 
 SERVER_CPU, LOAD_CPU = "0", "1"
 NGINX_CONF = """
@@ -63,16 +63,12 @@ def server(kind: str) -> Iterator[str]:
             listener.bind(("127.0.0.1", port))
             listener.listen(1024)
             argv = [sys.executable, str(ROOT / "tests" / "apps" / "bench_targets.py"), kind, str(listener.fileno())]
-        proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, pass_fds=[listener.fileno()] if kind == "stall" else [])
-        if kind == "stall":
-            listener.close()
-        try:
+        with running(["taskset", "-c", SERVER_CPU, *argv],
+                     pass_fds=[listener.fileno()] if kind == "stall" else []):
+            if kind == "stall":
+                listener.close()
             wait_ready(port)
             yield f"http://127.0.0.1:{port}/"
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def wrk(url: str, connections: int, duration: int) -> dict[str, float]:

@@ -24,6 +24,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,24 +101,30 @@ def run_wrk(port: int, connections: int, duration: int) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
 
 
+@contextmanager
+def running(argv: list[str], pass_fds: Sequence[int] = ()) -> Iterator[subprocess.Popen[bytes]]:
+    """A server in its own process group, stopped with everything it forked, even on error."""
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, pass_fds=pass_fds)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def measure(kind: str, case: str, duration: int) -> tuple[float, int]:
     connections, app, extra, _, peer = CASES[case]
     port = free_port()
-    argv = server_command(kind, app, extra if kind == "tricorn" else peer, port)
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
+    with running(server_command(kind, app, extra if kind == "tricorn" else peer, port)) as proc:
         wait_ready(port)
         time.sleep(0.3)
         rss = rss_kib(serving_pid(proc.pid))
         return run_wrk(port, connections, duration), rss
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def main() -> None:

@@ -13,18 +13,14 @@ Run by hand (never in CI):  python benchmarks/workers.py [startup memory 2worker
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import ROOT, free_port, wait_ready
+from compare import free_port, running, wait_ready
 
 PY = sys.executable
 UVICORN = [PY, "-m", "uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]
@@ -44,21 +40,6 @@ def gunicorn(app: str, workers: int, port: int, *extra: str) -> list[str]:
 
 
 SERVERS = {"tricorn": tricorn, "uvicorn": uvicorn, "gunicorn": gunicorn}
-
-
-@contextmanager
-def running(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        yield proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def first_200(argv: list[str], port: int) -> float:

@@ -12,9 +12,7 @@ Run by hand (never in CI):  python benchmarks/ws_tls.py --rounds 3 --duration 5
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,25 +21,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import ROOT, free_port
+from compare import free_port, running
 
 ECHO_APP = "benchmarks.apps:ws_echo"
 
 
-def server(kind: str, app: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+def server(kind: str, app: str, port: int, *extra: str) -> list[str]:
     if kind == "tricorn":
         argv = [sys.executable, "-m", "tricorn", app, "-w", "1", "--port", str(port), "--no-access-log", *extra]
     else:
         argv = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--no-access-log", "--loop", "uvloop",
                 "--http", "httptools", "--ws", "websockets-sansio",
                 *[a.replace("--certfile", "--ssl-certfile").replace("--keyfile", "--ssl-keyfile") for a in extra]]
-    return subprocess.Popen(["taskset", "-c", "0", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(15)
+    return ["taskset", "-c", "0", *argv]
 
 
 CLIENT = r'''
@@ -68,26 +60,20 @@ uvloop.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
 
 def ws_round(kind: str, duration: int) -> float:
     port = free_port()
-    proc = server(kind, ECHO_APP, port)
-    try:
+    with running(server(kind, ECHO_APP, port)):
         time.sleep(1.5)
         out = subprocess.run(["taskset", "-c", "1", sys.executable, "-c", CLIENT, f"ws://127.0.0.1:{port}/", "64",
                               str(duration)], capture_output=True, text=True, check=True).stdout
         return float(out.strip())
-    finally:
-        stop(proc)
 
 
 def https_round(kind: str, duration: int, cert: str, key: str) -> float:
     port = free_port()
-    proc = server(kind, "benchmarks.apps:asgi_hello", port, "--certfile", cert, "--keyfile", key)
-    try:
+    with running(server(kind, "benchmarks.apps:asgi_hello", port, "--certfile", cert, "--keyfile", key)):
         time.sleep(1.5)
         out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{duration}s",
                               f"https://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
         return float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    finally:
-        stop(proc)
 
 
 def report(name: str, results: dict[str, list[float]]) -> None:
