@@ -88,9 +88,10 @@ def test_percentiles_match_an_injected_delay(target, tmp_path) -> None:  # type:
     # 20 ms of server delay plus loopback: the histogram is within 0.8%, the network adds little.
     # No request can be faster than the delay; the tail depends on the machine's load, the median not.
     assert latency["min"] >= 20.0 * 0.992 and 20.0 <= latency["p50"] <= 23.0, latency
-    assert latency["p99"] >= latency["p50"]
     assert result["requests"] == result["answered"] + result["error_count"]
-    assert result["answered"] <= 4 * 2 / 0.020 * 1.05  # four connections, one answer per 20 ms each
+    # Four connections, one answer per 20 ms each: no more than that, and not far fewer (the generator
+    # keeps every connection busy; the margin is for a loaded CI machine).
+    assert 4 * 2 / 0.020 * 0.5 <= result["answered"] <= 4 * 2 / 0.020 * 1.05
 
 
 def test_open_loop_holds_its_rate(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
