@@ -200,7 +200,7 @@ class Engine:
         self.closed_fast = load.mode == "closed" and load.keepalive and not load.requests
         self.measuring = False
         self.running = True
-        self.issued_total = 0
+        self.issued_total = 0  # measured requests issued, for -n (whose runs skip the closed loop's shortcut)
         self.in_flight = 0
         self.slots: list[Slot] = []
         self.connections: set[Connection] = set()
