@@ -20,7 +20,7 @@ from .errors import UserError
 from .process import PidFile, resolve_identity, set_title, switch_to
 from .sockets import open_listeners, parse_bind
 
-COMMANDS = ("serve", "check", "bench")
+COMMANDS = ("serve", "check", "bench", "tune")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tricorn",
-        usage="tricorn [serve|check] APP [options] | tricorn bench URL [options]",
+        usage="tricorn [serve|check] APP [options] | tricorn bench URL [options] | tricorn tune APP [options]",
         description="Serve a WSGI or ASGI application (detected automatically). "
         "`tricorn check APP` imports the app and validates the configuration without serving.",
         argument_default=argparse.SUPPRESS,
@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench.command import main as bench
 
         return bench(args)
+    if command == "tune":
+        from .tune.command import main as tune
+
+        return tune(args)
     namespace = vars(build_parser().parse_args(args))
     print_config = namespace.pop("print_config")
     try:

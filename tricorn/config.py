@@ -368,7 +368,7 @@ FILE_KEYS = {name for name in SETTINGS if name not in ("app", "config")}
 
 
 # TRICORN_* variables that are not settings: TRICORN_CGROUP_ROOT (system.py), TRICORN_RELOADER_CHILD.
-NOT_SETTINGS = {"cgroup_root", "reloader_child"}
+NOT_SETTINGS = {"cgroup_root", "reloader_child", "scoreboard"}
 
 
 def env_name(name: str) -> str:

@@ -61,7 +61,7 @@ ABORT_GRACE = 1.0  # seconds between SIGABRT (stacks to the log) and SIGKILL for
 CRASH_WINDOW = 5.0
 CRASH_LIMIT = 6
 MEMORY_SHARE = 0.8  # of the memory limit, for all workers together; the rest is headroom
-Heartbeat = Callable[[int, int, bool], None]
+Heartbeat = Callable[[int, int, bool, float], None]  # requests, in flight, retire, loop lag
 ServeWorker = Callable[[int, int, Heartbeat], int]  # (worker number, master pid, heartbeat) -> exit code
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
            signal.SIGUSR1, signal.SIGCHLD)
@@ -94,7 +94,7 @@ class Supervisor:
         self.reopen_logs = reopen_logs
         self.sized = False  # the worker count was checked against the memory limit
         self.announced = False  # systemd was told READY=1 for the current generation
-        self.scoreboard = Scoreboard()
+        self.scoreboard = Scoreboard(path=os.environ.get("TRICORN_SCOREBOARD"))
         self.children: dict[int, Child] = {}
         self.generation = 0
         self.early_deaths = 0
@@ -269,8 +269,8 @@ class Supervisor:
             os.environ.pop("NOTIFY_SOCKET", None)  # only the master speaks to systemd
             scoreboard, me = self.scoreboard, os.getpid()
 
-            def heartbeat(requests: int, in_flight: int, retire: bool) -> None:
-                scoreboard.beat(slot, me, requests, in_flight, retire)
+            def heartbeat(requests: int, in_flight: int, retire: bool, lag: float) -> None:
+                scoreboard.beat(slot, me, requests, in_flight, retire, lag)
 
             code = self.serve(slot + 1, parent, heartbeat)
         except SystemExit as exc:

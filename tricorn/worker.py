@@ -81,11 +81,11 @@ class Worker:
     def __init__(
         self, config: Config, app: Any, interface: str, listeners: list[socket.socket],
         access_log: AccessLog | None, parent_pid: int = 0,
-        heartbeat: Callable[[int, int, bool], None] | None = None, ssl_context: ssl.SSLContext | None = None,
+        heartbeat: Callable[[int, int, bool, float], None] | None = None, ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.parent_pid = parent_pid  # the master's pid; 0 when serving without one
-        self.heartbeat = heartbeat  # heartbeat(requests, in_flight, retire) into the master's scoreboard
+        self.heartbeat = heartbeat  # heartbeat(requests, in_flight, retire, lag) into the master's scoreboard
         self.ssl_context = ssl_context
         jitter = random.randint(0, config.max_requests_jitter) if config.max_requests_jitter > 0 else 0
         self.max_requests = config.max_requests + jitter if config.max_requests > 0 else 0
@@ -166,7 +166,7 @@ class Worker:
             logger.info("Listening at: %s (%d)", where, os.getpid())
         logger.info("Serving %s (%s)", config.app, self.interface)
         if self.heartbeat is not None:
-            self.heartbeat(0, 0, False)  # the first beat tells the master this worker is READY
+            self.heartbeat(0, 0, False, 0.0)  # the first beat tells the master this worker is READY
         systemd.notify("READY=1")  # serving alone under systemd; a no-op in a master's worker
         self._start_sweep(state)
 
@@ -228,8 +228,13 @@ class Worker:
         config = self.config
         tick = max(0.05, min(0.5, config.timeout_header / 4, config.keep_alive / 4))
         loop = state.loop
+        due = loop.time() + tick
+        lag = 0.0  # the most this timer fired late since the last beat: how long callbacks held the loop
 
         def run() -> None:
+            nonlocal due, lag
+            now = loop.time()
+            lag = max(lag, now - due)
             if self.parent_pid and os.getppid() != self.parent_pid and self._stop is not None:
                 logger.warning("the master (pid %d) is gone: stopping", self.parent_pid)
                 self._stop.set()
@@ -237,10 +242,11 @@ class Worker:
                 # A WSGI worker whose every thread is stuck in one request is as hung as a blocked loop.
                 pool = getattr(state.adapter, "pool", None)
                 if pool is None or pool.stuck_for() < config.timeout:
-                    self.heartbeat(state.requests, state.in_flight, self._should_retire(state))
-            now = loop.time()
+                    self.heartbeat(state.requests, state.in_flight, self._should_retire(state), lag)
+                    lag = 0.0
             for conn in list(state.connections):
                 conn.check_deadline(now)
+            due = now + tick
             self._sweep_handle = loop.call_later(tick, run)
 
         self._sweep_handle = loop.call_later(tick, run)

@@ -8,6 +8,7 @@ import gc
 import json
 import os
 import selectors
+import signal
 import statistics
 import sys
 import time
@@ -270,6 +271,22 @@ def run_processes(plan: Plan, collector: Collector) -> None:
         os.close(write_fd)
         pids.append(pid)
         pipes[read_fd] = os.fdopen(read_fd)
+    try:
+        _collect(pipes, collector)
+    except BaseException:  # Ctrl-C: the load stops with us
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        for pipe in pipes.values():
+            pipe.close()
+        for pid in pids:
+            os.waitpid(pid, 0)
+    if collector.finals != plan.procs:
+        raise UserError(f"{plan.procs - collector.finals} load process(es) failed; see the errors above")
+
+
+def _collect(pipes: dict[int, IO[str]], collector: Collector) -> None:
     with selectors.DefaultSelector() as selector:
         for fd in pipes:
             selector.register(fd, selectors.EVENT_READ)
@@ -287,12 +304,6 @@ def run_processes(plan: Plan, collector: Collector) -> None:
                 else:
                     collector.second(message["second"], _window_from(message["window"]), message["cpu"],
                                      message["behind_ms"])
-    for pipe in pipes.values():
-        pipe.close()
-    for pid in pids:
-        os.waitpid(pid, 0)
-    if collector.finals != plan.procs:
-        raise UserError(f"{plan.procs - collector.finals} load process(es) failed; see the errors above")
 
 
 def summarize(plan: Plan, collector: Collector) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""tricorn tune against the exhaustive grid, on the example apps whose best configuration theory
+predicts (examples/tuning.py). For each app: every candidate configuration measured with a full
+trial (the same procedure the tuner confirms with), then `tricorn tune` itself; the tuner's pick
+is compared with the grid's best, and its wall time with the grid's.
+
+Goal: the pick within 5% of the grid's best sustainable throughput, in ≤ 25% of the grid's time.
+
+Run by hand (never in CI):  python benchmarks/tune.py [APP ...] --step 2s > benchmarks/tune.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tricorn.bench import scenario as scenarios  # noqa: E402
+from tricorn.tune.search import THREADS, plan_machine, worker_counts  # noqa: E402
+from tricorn.tune.trial import MIB, ServerCommand, Trial, TrialRunner, Workload  # noqa: E402
+
+APPS = {  # app: (threaded, tune options, environment)
+    "cpu_wsgi": (True, [], {}),
+    "io_wsgi": (True, [], {}),
+    "io_asgi": (False, [], {}),
+    "memory_wsgi": (True, ["--memory", "1g"], {"MEMORY_MB": "300"}),
+}
+
+
+def grid(app: str, threaded: bool, memory: int | None, step: float) -> tuple[list[Trial], float]:
+    machine = plan_machine(None, memory)
+
+    def make(url: str) -> tuple[scenarios.Target, scenarios.Scenario]:
+        target = scenarios.Target.parse(url + "/")
+        return target, scenarios.single(target, "GET", {}, b"", True)
+
+    runner = TrialRunner(ServerCommand(app=f"examples.tuning:{app}"),
+                         Workload(make, "/", 200.0, 0.001, step, len(machine.generator_cores), machine.server_cores))
+    trials, started = [], time.monotonic()
+    for workers in worker_counts(machine.cpus):
+        for threads in THREADS if threaded else [None]:
+            trial = runner.run(Trial(workers, threads))
+            trial.fits = trial.rss_total <= machine.memory_budget
+            trials.append(trial)
+            print(f"  grid {app} {trial.label}: {trial.throughput:,.0f} req/s, {trial.rss_total / MIB:,.0f} MiB"
+                  f"{'' if trial.fits else ' (does not fit)'}", file=sys.stderr)
+    return trials, time.monotonic() - started
+
+
+def tuner(app: str, options: list[str], env: dict[str, str], step: float) -> tuple[dict, float]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "tricorn", "tune", f"examples.tuning:{app}", "--step", f"{step}s",
+                        "--budget", "30m", "--json", out.name, "-q", *options], cwd=ROOT, check=True,
+                       env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+        return json.loads(Path(out.name).read_text()), time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("apps", nargs="*", default=list(APPS))
+    parser.add_argument("--step", type=float, default=2.0)
+    args = parser.parse_args()
+    machine = plan_machine()
+    os.sched_setaffinity(0, machine.generator_cores)
+    print(f"`python benchmarks/tune.py --step {args.step:g}`; {machine.cpus_why}; server on CPU "
+          f"{sorted(machine.server_cores or [])}, load generator on {sorted(machine.generator_cores)}.\n")
+    print("| app | grid best | grid time | tuner pick | pick measured (tuner / grid) | vs best | tuner time "
+          "| share of grid time | trials |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for app in args.apps:
+        threaded, options, env = APPS[app]
+        os.environ.update(env)
+        memory = None
+        if "--memory" in options:
+            from tricorn.config import size
+            memory = size(options[options.index("--memory") + 1])
+        trials, grid_time = grid(app, threaded, memory, args.step)
+        for key in env:
+            del os.environ[key]
+        fitting = [t for t in trials if t.fits and t.status == "ok"]
+        best = max(fitting, key=lambda t: t.throughput)
+        result, tune_time = tuner(app, options, env, args.step)
+        rec = result["recommendation"]
+        same = next(t for t in trials if (t.workers, t.threads) == (rec["workers"], rec["threads"]))
+        label = lambda w, t: f"{w}×{t}" if t is not None else f"{w}"  # noqa: E731
+        ran = [t for t in result["trials"] if t["status"] in ("ok", "failed")]
+        print(f"| {app} | {best.label}: {best.throughput:,.0f} req/s | {grid_time:.0f}s ({len(trials)} trials) "
+              f"| {label(rec['workers'], rec['threads'])} | {rec['throughput']:,.0f} / {same.throughput:,.0f} req/s "
+              f"| {same.throughput / best.throughput:.1%} | {tune_time:.0f}s | {tune_time / grid_time:.0%} "
+              f"| {len(ran)} ({sum(t['kind'] == 'screen' for t in ran)} screening) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

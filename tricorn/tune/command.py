@@ -1,0 +1,341 @@
+"""`tricorn tune`: the command line, the live progress, and what it writes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ..bench import scenario as scenarios
+from ..config import duration, size
+from ..errors import ConfigError, UserError
+from . import report
+from .search import HEADROOM, Machine, Search, describe, plan_machine, reason
+from .trial import MIB, ServerCommand, Trial, TrialError, TrialRunner, Workload
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"Error: {message}; see tricorn tune --help\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tricorn tune",
+        usage="tricorn tune APP [options] [-- tricorn options] | tricorn tune --cmd TEMPLATE [options]",
+        description="Run the app under candidate configurations and recommend workers (and threads, for WSGI) "
+        "from measurements: the most load sustained within the p99 target, in the memory limit.",
+    )
+    parser.add_argument("app", nargs="?", help="the application, module:attribute (served by tricorn)")
+    parser.add_argument("--cmd", metavar="TEMPLATE",
+                        help="tune another server: a command with {workers}, {port} and optionally {threads}, e.g. "
+                        "\"gunicorn -w {workers} --threads {threads} -b 127.0.0.1:{port} app:app\"")
+    parser.add_argument("--url-path", default="/", help="the path to load (default /), without --scenario")
+    parser.add_argument("--scenario", metavar="FILE", help="a tricorn bench scenario (TOML); its url is replaced")
+    parser.add_argument("--p99", type=_duration, default=0.2, help="latency target for the 99th percentile "
+                        "(default 200ms)")
+    parser.add_argument("--max-errors", type=_fraction, default=0.001,
+                        help="error budget: errors and 5xx answers per request (default 0.1%%)")
+    parser.add_argument("--budget", type=_duration, default=300.0, help="wall time for the whole search (default 5m)")
+    parser.add_argument("--cpus", type=int, help="plan for this many CPUs (default: this machine's, less the "
+                        "load generator's share)")
+    parser.add_argument("--memory", type=_size, help="plan for this memory limit, e.g. 2g (default: cgroup "
+                        "limit, else RAM)")
+    parser.add_argument("--step", type=_duration, default=3.0, help="seconds each load step measures in a full "
+                        "trial (default 3s; screening steps take a third)")
+    parser.add_argument("--start-timeout", type=_duration, default=30.0, help="how long a server may take to "
+                        "answer its first request (default 30s)")
+    parser.add_argument("--json", metavar="FILE", help="write every trial and the recommendation as JSON")
+    parser.add_argument("--report", metavar="FILE", help="write a self-contained HTML report with charts")
+    parser.add_argument("--write", metavar="FILE", help="write the recommended workers/threads into this "
+                        "tricorn.toml")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _duration(text: str) -> float:
+    try:
+        return duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected {exc}") from None
+
+
+def _size(text: str) -> int:
+    try:
+        return size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected {exc}") from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a fraction like 0.001 or a percentage like 0.1%") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError("expected a share of requests below 100%")
+    return value
+
+
+def _split(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Tune's own options, and the tricorn options after `--` that every trial's server gets."""
+    if "--" in argv:
+        index = argv.index("--")
+        return argv[:index], argv[index + 1:]
+    return argv, []
+
+
+def server_command(args: argparse.Namespace, extra: list[str]) -> tuple[ServerCommand, bool, str]:
+    """The server to run, whether it takes threads, and what it serves (for the messages)."""
+    if args.cmd:
+        if args.app:
+            raise ConfigError("give APP (served by tricorn) or --cmd (another server), not both")
+        missing = [name for name in ("{workers}", "{port}") if name not in args.cmd]
+        if missing:
+            raise ConfigError(f"--cmd needs {' and '.join(missing)} in it, e.g. "
+                              "\"gunicorn -w {workers} -b 127.0.0.1:{port} app:app\"")
+        try:
+            args.cmd.format(workers=1, threads=1, port=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"--cmd: bad placeholder {exc}; it may use {{workers}}, {{threads}} and {{port}}"
+                              ) from None
+        return ServerCommand(template=args.cmd), "{threads}" in args.cmd, args.cmd
+    if not args.app:
+        raise ConfigError("give the application to tune, like tricorn tune myapp:app, or --cmd for another server")
+    checked = subprocess.run([sys.executable, "-m", "tricorn", "check", args.app, *extra],
+                             capture_output=True, text=True)
+    if checked.returncode != 0:
+        lines = (checked.stderr or checked.stdout).strip().splitlines() or ["tricorn check failed"]
+        raise ConfigError(f"the app does not start: {lines[-1].removeprefix('Error: ')}")
+    match = re.search(r"is an? (\w+) application", checked.stdout)
+    interface = match[1] if match else "asgi3"
+    return ServerCommand(app=args.app, extra=tuple(extra)), interface == "wsgi", f"{args.app} ({interface})"
+
+
+def workload(args: argparse.Namespace, generator_procs: int, machine: Machine) -> Workload:
+    def make(url: str) -> tuple[scenarios.Target, scenarios.Scenario]:
+        if args.scenario:
+            return scenarios.load(args.scenario, url, {}, True)
+        target = scenarios.Target.parse(url + args.url_path)
+        return target, scenarios.single(target, "GET", {}, b"", True)
+
+    if not args.url_path.startswith("/"):
+        raise ConfigError(f"--url-path {args.url_path!r} must start with /")
+    make("http://127.0.0.1:1")  # a bad scenario file fails here, before any server starts
+    return Workload(make, args.url_path, args.p99 * 1000, args.max_errors, args.step, generator_procs,
+                    machine.server_cores, args.start_timeout)
+
+
+def result(target: str, machine: Machine, work: Workload, search: Search, pick: Trial | None,
+           server: ServerCommand, error: str = "") -> dict[str, Any]:
+    snippet = ""
+    recommendation = None
+    if pick is not None:
+        recommendation = {"workers": pick.workers, "threads": pick.threads, "throughput": round(pick.throughput, 1),
+                          "p99_ms": round(pick.p99_ms, 2), "p50_ms": round(pick.p50_ms, 2),
+                          "rss_mb": round(pick.rss_total / MIB, 1), "command": pick.command}
+        snippet = toml_snippet(pick) if server.template is None else f"{pick.command}"
+    return {
+        "target": target,
+        "recommendation": recommendation,
+        "reason": reason(pick, search.trials) if pick else "",
+        "snippet": snippet,
+        "stop_reason": search.stop_reason,
+        "error": error,
+        "machine": {"cpus": machine.cpus, "cpus_why": machine.cpus_why, "memory_mb": round(machine.memory / MIB, 1),
+                    "memory_why": machine.memory_why, "memory_budget_mb": round(machine.memory_budget / MIB, 1),
+                    "headroom": HEADROOM, "server_cores": sorted(machine.server_cores or []),
+                    "generator_cores": sorted(machine.generator_cores), "note": machine.note},
+        "workload": {"p99_ms": work.p99_ms, "max_errors": work.max_errors, "step_s": work.step,
+                     "budget_s": search.budget, "path": work.path},
+        "trials": [t.to_dict() for t in search.trials],
+    }
+
+
+def toml_snippet(pick: Trial) -> str:
+    lines = [f"workers = {pick.workers}"]
+    if pick.threads is not None:
+        lines.append(f"threads = {pick.threads}")
+    return "\n".join(lines) + "\n"
+
+
+def write_toml(path: str, pick: Trial) -> None:
+    """Set workers/threads in a tricorn.toml, keeping the rest of it."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8") if file.exists() else ""
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    settings = {"workers": pick.workers, "threads": pick.threads}
+    lines = text.splitlines()
+    top = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+    for key, value in settings.items():
+        pattern = re.compile(rf"^\s*{key}\s*=")
+        found = next((i for i in range(top) if pattern.match(lines[i])), None)
+        if value is None:
+            if found is not None:
+                del lines[found]
+                top -= 1
+        elif found is not None:
+            lines[found] = f"{key} = {value}"
+        else:
+            lines.insert(0 if key == "workers" else 1, f"{key} = {value}")
+            top += 1
+    try:
+        file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+
+
+class Progress:
+    """A rich progress bar over the budget, with the trial in progress; silent with -q."""
+
+    def __init__(self, budget: float, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
+
+        self.console = Console(stderr=True)
+        self.bar = None if quiet else Bar(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                                          console=self.console, transient=True)
+        self.budget = budget
+        self.task = self.bar.add_task("starting", total=budget) if self.bar else None
+        self.started = time.monotonic()
+
+    def __enter__(self) -> Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def trial(self, trial: Trial) -> None:
+        if self.bar is None or self.task is None:
+            return
+        elapsed = time.monotonic() - self.started
+        if trial.status == "pending":  # about to run
+            text = f"{trial.kind} {describe(trial)}"
+        else:
+            text = f"{trial.kind} {describe(trial)}: " + (
+                f"{trial.throughput:,.0f} req/s, p99 {trial.p99_ms:,.0f} ms" if trial.throughput else trial.note)
+            self.bar.console.print(f"  {text}")
+        self.bar.update(self.task, completed=min(elapsed, self.budget), description=text)
+
+
+def main(argv: Sequence[str]) -> int:
+    own, extra = _split(list(argv))
+    args = build_parser().parse_args(own)
+    try:
+        try:
+            import rich  # noqa: F401
+        except ImportError:
+            raise ConfigError("tricorn tune needs rich: pip install 'tricorn[tune]'") from None
+        if args.cpus is not None and args.cpus < 1:
+            raise ConfigError("--cpus must be at least 1")
+        if args.p99 <= 0 or args.step <= 0:
+            raise ConfigError("--p99 and --step must be above 0")
+        if extra and args.cmd:
+            raise ConfigError("options after -- are for tricorn; with --cmd put them in the command")
+        if args.write and args.cmd:
+            raise ConfigError("--write sets tricorn's settings; with --cmd, use the command printed at the end")
+        machine = plan_machine(args.cpus, args.memory)
+        server, threaded, target = server_command(args, extra)
+        work = workload(args, len(machine.generator_cores), machine)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    # The load processes fork from here: they inherit the generator's cores.
+    os.sched_setaffinity(0, machine.generator_cores)
+    return tune(args, machine, server, threaded, target, work)
+
+
+def tune(args: argparse.Namespace, machine: Machine, server: ServerCommand, threaded: bool, target: str,
+         work: Workload) -> int:
+    from rich.console import Console
+
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    cores = (f"server on CPU {_cores(machine.server_cores)}, load generator on {_cores(machine.generator_cores)}"
+             if machine.server_cores else machine.note)
+    out.print(f"tricorn tune {target}: {machine.cpus} CPU(s) ({machine.cpus_why}); memory "
+              f"{machine.memory / MIB:,.0f} MiB ({machine.memory_why}), configurations up to "
+              f"{HEADROOM:.0%} of it; {cores}")
+    out.print(f"target: p99 ≤ {work.p99_ms:g} ms, errors ≤ {work.max_errors:.2%}; budget {args.budget:g}s")
+    runner = TrialRunner(server, work)
+    error, code = "", 0
+    with Progress(args.budget, args.quiet or not sys.stderr.isatty()) as progress:
+        search = Search(runner, machine, threaded, args.budget, on_trial=progress.trial)
+        if search.estimate(quick=True) > args.budget:
+            error = (f"a budget of {args.budget:g}s is too small for even one trial (about "
+                     f"{search.estimate(quick=True):.0f}s each); raise --budget or shorten --step")
+            code = 2
+            pick = None
+        else:
+            try:
+                pick = search.run()
+            except TrialError as exc:
+                error, code, pick = str(exc), 1, None
+            except KeyboardInterrupt:
+                error, code, pick = "interrupted: the results so far are below", 130, None
+                search.stop_reason = "interrupted (Ctrl-C)"
+    if search.trials:
+        out.print(report.table(search.trials, pick))
+    if search.stop_reason:
+        out.print(f"stopped: {search.stop_reason}")
+    summary = result(target, machine, work, search, pick, server, error)
+    if pick is not None:
+        out.print(f"[bold]recommended: {summary['reason']}[/bold]")
+        if pick.generator_bound:
+            out.print(f"warning: {pick.note}")
+        if server.template is None:
+            out.print(f"tricorn.toml:\n{summary['snippet']}", end="")
+        else:
+            out.print(f"command: {summary['snippet']}")
+    elif not error:
+        error = "no configuration met the target: " + _why_none(search.trials)
+        summary["error"], code = error, 1
+    if error:
+        print(f"Error: {error}", file=sys.stderr)
+    try:
+        if args.json:
+            _write(args.json, json.dumps(summary, indent=1))
+        if args.report:
+            _write(args.report, report.html_report(summary, search.trials))
+        if args.write and pick is not None:
+            write_toml(args.write, pick)
+            out.print(f"wrote {args.write}")
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return code or exc.exit_code
+    return code
+
+
+def _why_none(trials: list[Trial]) -> str:
+    ran = [t for t in trials if t.status in ("ok", "failed")]
+    if not ran:
+        return "no trial ran; raise --budget"
+    if all(not t.fits for t in ran):
+        return "none fits in the memory limit; raise --memory or lower the app's memory use"
+    failed = next((t for t in ran if t.status == "failed"), ran[0])
+    return f"{failed.note}; relax --p99 or --max-errors, or fix what fails"
+
+
+def _cores(cores: frozenset[int] | None) -> str:
+    values = sorted(cores or [])
+    return ",".join(map(str, values))
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+

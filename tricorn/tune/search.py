@@ -1,0 +1,237 @@
+"""Which configurations to try, in what order, within the budget; and which one to recommend.
+
+The machine is split first: the server gets the CPUs it is tuned for, pinned, and the load
+generator the rest, so the two never compete for a core. The candidates are workers (1 to 2×
+the server's CPUs, at least 4) and, for a WSGI app, threads per worker (1 to 128, doubling).
+
+The grid is never walked whole. Screening trials (short, coarse steps) rank candidates cheaply:
+threads first at workers = CPUs (1, 4, 16, 64, then climbing towards the better neighbour while it
+gains), then workers at the best thread count, the same way. The best screened candidates then
+get full trials, and the recommendation is the full trial with the highest sustainable throughput
+whose memory fits the limit with headroom; within TIE of it, fewer workers, then fewer threads.
+A candidate whose predicted memory (the master plus one worker's RSS per worker, from the trials
+so far) does not fit is skipped without running.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import system
+from .trial import MIB, Trial, TrialRunner
+
+HEADROOM = 0.8  # the share of the memory limit a configuration may use
+TIE = 0.03  # throughputs this close are equal: prefer the cheaper configuration
+IMPROVE = 0.03  # a neighbour must gain this much for the search to move there
+THREADS = (1, 2, 4, 8, 16, 32, 64, 128)
+COARSE_THREADS = (1, 4, 16, 64)
+CONFIRM = 2  # the best screened candidates that get a full trial
+
+
+@dataclass(frozen=True)
+class Machine:
+    cpus: int  # what the server is tuned for
+    cpus_why: str
+    memory: int  # bytes
+    memory_why: str
+    server_cores: frozenset[int] | None
+    generator_cores: frozenset[int]
+    note: str = ""  # why the two could not be pinned apart
+
+    @property
+    def memory_budget(self) -> int:
+        return int(self.memory * HEADROOM)
+
+
+def plan_machine(cpus: int | None = None, memory: int | None = None) -> Machine:
+    """Split this machine's cores between the server (tuned for `cpus`) and the load generator."""
+    available = sorted(os.sched_getaffinity(0))
+    effective, why = system.effective_cpus()
+    if cpus is None:
+        generator = max(1, effective // 4) if effective >= 2 else 0
+        cpus = effective - generator
+        why = f"{why}, {generator} kept for the load generator" if generator else why
+    else:
+        why = "--cpus"
+    note = ""
+    if cpus < len(available):
+        server_cores: frozenset[int] | None = frozenset(available[:cpus])
+        generator_cores = frozenset(available[cpus:])
+    else:
+        server_cores, generator_cores = None, frozenset(available)
+        note = (f"the server and the load generator share all {len(available)} CPUs: "
+                "the generator's work lowers the numbers (plan for fewer --cpus to keep them apart)")
+    if memory is None:
+        memory, memory_why = system.memory_limit()
+    else:
+        memory_why = "--memory"
+    return Machine(max(1, cpus), why, memory, memory_why, server_cores, generator_cores, note)
+
+
+def worker_counts(cpus: int) -> list[int]:
+    """1 to 2 × CPUs (at least 4: on a small machine one more process still can pay)."""
+    if cpus <= 4:
+        return list(range(1, max(4, 2 * cpus) + 1))
+    return sorted({1, cpus // 4, cpus // 2, 3 * cpus // 4, cpus, 3 * cpus // 2, 2 * cpus} - {0})
+
+
+class OutOfBudget(Exception):
+    pass
+
+
+@dataclass
+class Search:
+    runner: TrialRunner
+    machine: Machine
+    threaded: bool  # tune threads too (WSGI; --cmd with {threads})
+    budget: float  # seconds
+    on_trial: Callable[[Trial], None] = lambda trial: None  # a trial is about to run (status pending) or ended
+    clock: Callable[[], float] = time.monotonic
+    trials: list[Trial] = field(default_factory=list)  # in the order they ran, screens and full
+    stop_reason: str = ""
+    started: float = 0.0
+
+    @property
+    def workers(self) -> list[int]:
+        return worker_counts(self.machine.cpus)
+
+    @property
+    def threads(self) -> list[int | None]:
+        return list(THREADS) if self.threaded else [None]
+
+    def run(self) -> Trial | None:
+        """Screen, climb, confirm; the recommended full trial (None when none qualifies)."""
+        self.started = self.clock()
+        try:
+            start_workers = min(self.workers, key=lambda w: abs(w - self.machine.cpus))
+            threads: int | None = None
+            if self.threaded:
+                for t in COARSE_THREADS:
+                    self._screen(start_workers, t)
+                best = self._best_screened(lambda trial: trial.workers == start_workers)
+                threads = self._climb(self.threads, best.threads if best else COARSE_THREADS[0],
+                                      lambda t: (start_workers, t))
+            workers: int = self._climb(self.workers, start_workers, lambda w: (w, threads))
+            self._confirm()
+            self.stop_reason = (f"the search converged (last climb at {describe(Trial(workers, threads))}) after "
+                                f"{len(self._ran('screen'))} screening and {len(self._ran('full'))} full trials")
+        except OutOfBudget:
+            self.stop_reason = (f"the budget ({self.budget:g}s) is spent: {len(self._ran('screen'))} screening and "
+                                f"{len(self._ran('full'))} full trials ran; raise --budget to search further")
+        return recommend(self.trials)
+
+    # the search --------------------------------------------------------------------------
+
+    def _climb(self, values: Sequence[Any], start: Any, key: Callable[[Any], tuple[int, int | None]]) -> Any:
+        """Move along one axis towards the better neighbour while it gains more than IMPROVE."""
+        index = values.index(start)
+        current = self._screen(*key(start))
+        while True:
+            neighbours = [i for i in (index - 1, index + 1) if 0 <= i < len(values)]
+            scored = [(self._screen(*key(values[i])), i) for i in neighbours]
+            better = [(trial, i) for trial, i in scored
+                      if _usable(trial) and trial.throughput > _score(current) * (1 + IMPROVE)]
+            if not better:
+                return values[index]
+            current, index = max(better, key=lambda pair: pair[0].throughput)
+
+    def _confirm(self) -> None:
+        screened = sorted((t for t in self._ran("screen") if _usable(t)), key=lambda t: -t.throughput)
+        for trial in screened[:CONFIRM]:
+            self._run(Trial(trial.workers, trial.threads), quick=False)
+
+    def _screen(self, workers: int, threads: int | None) -> Trial:
+        for trial in self.trials:
+            if trial.kind == "screen" and trial.key == (workers, threads):
+                return trial
+        return self._run(Trial(workers, threads), quick=True)
+
+    def _run(self, trial: Trial, quick: bool) -> Trial:
+        trial.kind = "screen" if quick else "full"
+        predicted = self.predicted_memory(trial.workers)
+        if predicted > self.machine.memory_budget:
+            trial.status, trial.fits = "skipped", False
+            trial.note = (f"would need about {predicted / MIB:,.0f} MiB, over {HEADROOM:.0%} of the "
+                          f"{self.machine.memory / MIB:,.0f} MiB limit")
+            self.trials.append(trial)
+            self.on_trial(trial)
+            return trial
+        remaining = self.budget - (self.clock() - self.started)
+        if self.estimate(quick) > remaining:
+            raise OutOfBudget
+        self.trials.append(trial)
+        self.on_trial(trial)
+        self.runner.run(trial, quick=quick)
+        trial.fits = trial.rss_total <= self.machine.memory_budget
+        if not trial.fits:
+            trial.note = (f"used {trial.rss_total / MIB:,.0f} MiB, over {HEADROOM:.0%} of the "
+                          f"{self.machine.memory / MIB:,.0f} MiB limit; " + trial.note).rstrip("; ")
+        self.on_trial(trial)
+        return trial
+
+    # evidence so far -----------------------------------------------------------------------
+
+    def estimate(self, quick: bool) -> float:
+        """Seconds the next trial of this kind will take: the mean so far, else from the step length."""
+        done = [t.wall_s for t in self.trials if t.kind == ("screen" if quick else "full") and t.wall_s]
+        if done:
+            return sum(done) / len(done)
+        return self.runner.expected_seconds(quick)
+
+    def predicted_memory(self, workers: int) -> int:
+        measured = [t for t in self.trials if t.rss_worker]
+        if not measured:
+            return 0
+        worker = max(t.rss_worker for t in measured)
+        base = max(t.rss_base for t in measured)
+        return base + workers * worker
+
+    def _ran(self, kind: str) -> list[Trial]:
+        return [t for t in self.trials if t.kind == kind and t.status in ("ok", "failed")]
+
+    def _best_screened(self, where: Callable[[Trial], bool]) -> Trial | None:
+        usable = [t for t in self._ran("screen") if where(t) and _usable(t)]
+        return max(usable, key=lambda t: t.throughput, default=None)
+
+
+def _usable(trial: Trial) -> bool:
+    return trial.status == "ok" and trial.fits
+
+
+def _score(trial: Trial) -> float:
+    return trial.throughput if _usable(trial) else 0.0
+
+
+def recommend(trials: list[Trial]) -> Trial | None:
+    """The full trial with the best sustainable throughput that fits; ties go to the cheaper one."""
+    usable = [t for t in trials if t.kind == "full" and _usable(t)]
+    if not usable:
+        return None
+    best = max(usable, key=lambda t: t.throughput)
+    near = [t for t in usable if t.throughput >= best.throughput * (1 - TIE)]
+    return min(near, key=lambda t: (t.workers, t.threads or 0))
+
+
+def reason(pick: Trial, trials: list[Trial]) -> str:
+    """Why `pick` won, against the best other full trial."""
+    text = (f"{describe(pick)}: {pick.throughput:,.0f} req/s at p99 {pick.p99_ms:,.0f} ms, "
+            f"{pick.rss_total / MIB:,.0f} MiB")
+    others = [t for t in trials if t.kind == "full" and t.status == "ok" and t.key != pick.key]
+    if not others:
+        return text
+    other = max(others, key=lambda t: t.throughput)
+    change = other.throughput / pick.throughput - 1 if pick.throughput else 0.0
+    memory = other.rss_total / pick.rss_total if pick.rss_total else 1.0
+    if not other.fits:
+        return f"{text}; {describe(other)} does not fit in memory ({other.rss_total / MIB:,.0f} MiB)"
+    verb = "adds" if change > 0 else "loses"
+    return f"{text}; {describe(other)} {verb} {abs(change):.0%} for {memory:.1f}× the memory"
+
+
+def describe(trial: Trial) -> str:
+    text = f"{trial.workers} worker{'s' if trial.workers != 1 else ''}"
+    return text + (f" × {trial.threads} thread{'s' if trial.threads != 1 else ''}" if trial.threads is not None else "")

@@ -1,0 +1,437 @@
+"""One trial: start a server under one configuration and find the highest offered load it sustains.
+
+A trial starts the server (pinned to the server's cores), waits until it answers, then runs a
+short closed-loop probe whose throughput is a first guess at capacity. From there the open loop
+offers rising rates, each for one step, until the p99 target or the error budget is broken; the
+highest rate that met both is the trial's sustainable throughput. A full trial then offers one
+more rate between the last pass and the first failure; a screening trial (quick) takes shorter,
+coarser steps, to rank candidates cheaply.
+
+The load comes from `tricorn bench`'s engine, in forked processes on the generator's cores. When
+the generator, not the server, fell behind at the failing step, the trial says so: its number is
+a floor, not the server's limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import scoreboard
+from ..bench.command import BEHIND_MS, Collector, Plan, run_processes, summarize
+from ..bench.engine import Load
+from ..bench.scenario import Scenario, Target
+from ..errors import UserError
+from ..system import rss_bytes
+
+FULL_RAMP = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # × the probe's throughput
+QUICK_RAMP = (0.7, 0.9, 1.05, 1.25, 1.5, 2.0, 3.0)
+BELOW = 0.5  # when even the first rate fails: try this fraction of it, a few times
+MIB = 1 << 20
+
+
+class TrialError(UserError):
+    """The app or the workload is wrong at any configuration: stop tuning and say what to change."""
+
+
+@dataclass
+class Step:
+    offered: float  # req/s the open loop started
+    throughput: float  # answers per second
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # transport errors and 5xx answers
+    server_cpu: float  # cores the server's processes used
+    generator_cpu: float  # of one core, per load process
+    behind_ms: float  # the most the generator started a request late
+    passed: bool
+    why: str = ""  # what broke the target
+    server_requests: int | None = None  # what the workers themselves counted (tricorn, 2+ workers)
+    loop_lag_ms: float | None = None  # the workers' largest event-loop lag at the step's end
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass
+class Trial:
+    workers: int
+    threads: int | None  # None: the app does not use threads (ASGI), or --cmd has no {threads}
+    kind: str = "full"  # full | screen
+    command: str = ""
+    status: str = "pending"  # ok | failed | skipped | interrupted
+    note: str = ""
+    capacity: float = 0.0  # the closed-loop probe's throughput
+    throughput: float = 0.0  # sustainable: the best step that met the target
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    server_cpu: float = 0.0
+    generator_cpu: float = 0.0
+    generator_bound: bool = False
+    rss_total: int = 0  # bytes, the server's processes together, at their peak
+    rss_worker: int = 0  # bytes, the mean of the serving processes
+    rss_base: int = 0  # bytes, the master (0 when one process serves)
+    fits: bool = True
+    wall_s: float = 0.0
+    steps: list[Step] = field(default_factory=list)
+    requests_per_worker: list[int] = field(default_factory=list)  # the server's own counters, at the end
+
+    @property
+    def label(self) -> str:
+        return f"{self.workers}×{self.threads}" if self.threads is not None else f"{self.workers}"
+
+    @property
+    def key(self) -> tuple[int, int | None]:
+        return self.workers, self.threads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "workers": self.workers, "threads": self.threads, "kind": self.kind, "status": self.status,
+            "note": self.note, "command": self.command, "capacity_rps": round(self.capacity, 1),
+            "throughput": round(self.throughput, 1), "p50_ms": round(self.p50_ms, 2), "p99_ms": round(self.p99_ms, 2),
+            "server_cpu": round(self.server_cpu, 2), "generator_cpu": round(self.generator_cpu, 2),
+            "generator_bound": self.generator_bound, "rss_mb": round(self.rss_total / MIB, 1),
+            "rss_worker_mb": round(self.rss_worker / MIB, 1), "rss_base_mb": round(self.rss_base / MIB, 1),
+            "fits": self.fits, "wall_s": round(self.wall_s, 2), "requests_per_worker": self.requests_per_worker,
+            "steps": [{**{k: v for k, v in vars(s).items()}, "error_rate": s.error_rate} for s in self.steps],
+        }
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    """How to start the server under test: tricorn itself, or a --cmd template."""
+
+    app: str | None = None  # tricorn APP
+    template: str | None = None  # --cmd, with {workers}, {threads}, {port}
+    extra: tuple[str, ...] = ()  # more tricorn options, after --
+
+    def argv(self, workers: int, threads: int | None, port: int) -> list[str]:
+        if self.template is not None:
+            return shlex.split(self.template.format(workers=workers, threads=threads or 1, port=port))
+        assert self.app is not None
+        argv = ["tricorn", self.app, "-b", f"127.0.0.1:{port}", "-w", str(workers),
+                "--no-access-log", "--log-level", "warning"]
+        if threads is not None:
+            argv += ["--threads", str(threads)]
+        return [*argv, *self.extra]
+
+    def counted(self, workers: int) -> bool:
+        """Whether the server keeps a scoreboard to read: tricorn's master, with 2+ workers."""
+        return self.template is None and workers > 1
+
+    def process_argv(self, argv: list[str]) -> list[str]:
+        """What to execute: tricorn through this interpreter, so it need not be on PATH."""
+        import sys
+
+        return [sys.executable, "-m", "tricorn", *argv[1:]] if self.template is None else argv
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every trial offers and what it must meet."""
+
+    scenario: Callable[[str], tuple[Target, Scenario]]  # base URL → the target and its requests
+    path: str  # the readiness check's path
+    p99_ms: float
+    max_errors: float  # a fraction of requests
+    step: float  # seconds each full step measures
+    generator_procs: int = 1
+    server_cores: frozenset[int] | None = None
+    start_timeout: float = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """The server under test, in its own session so that it and its workers stop together."""
+
+    def __init__(self, argv: Sequence[str], cores: frozenset[int] | None, scoreboard: bool = False) -> None:
+        self.argv = list(argv)
+        self.cores = cores
+        self.log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed by stop()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.scoreboard: str | None = None
+        if scoreboard:
+            fd, self.scoreboard = tempfile.mkstemp(prefix="tricorn-scoreboard-")
+            os.close(fd)
+        self.served = 0  # the workers' requests at the last reading
+
+    def start(self) -> None:
+        cores = self.cores
+
+        def pin() -> None:
+            if cores:
+                os.sched_setaffinity(0, cores)
+
+        try:
+            env = {**os.environ, "TRICORN_SCOREBOARD": self.scoreboard} if self.scoreboard else None
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                            start_new_session=True, preexec_fn=pin, env=env)
+        except OSError as exc:
+            raise TrialError(f"cannot start {self.argv[0]}: {exc.strerror}; check --cmd") from None
+
+    def output_tail(self, lines: int = 3) -> str:
+        self.log.seek(0)
+        text = self.log.read().decode(errors="replace").strip().splitlines()
+        return " | ".join(line.strip() for line in text[-lines:])
+
+    def wait_ready(self, port: int, path: str, timeout: float) -> None:
+        """Until the server answers an HTTP request on `port` (any status: the probe judges it)."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise TrialError(f"the server exited with code {code} before it answered: "
+                                 f"{self.output_tail() or 'no output'}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=min(2.0, timeout)) as sock:
+                    sock.sendall(request)
+                    if sock.recv(5) == b"HTTP/":
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TrialError(f"the server did not answer on port {port} within {timeout:g}s: does the command "
+                                 "bind the {port} it is given? (a slow app: raise --start-timeout)")
+            time.sleep(0.05)
+
+    def pids(self) -> list[int]:
+        """The server and every process under it."""
+        assert self.process is not None
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry))
+        found, queue = [], [self.process.pid]
+        while queue:
+            pid = queue.pop()
+            found.append(pid)
+            queue.extend(children.get(pid, ()))
+        return found
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, IndexError, ValueError):
+                continue
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def memory(self) -> tuple[int, int, int]:
+        """Total RSS, the mean of the serving processes, and the master's (0 for one process)."""
+        assert self.process is not None
+        pids = self.pids()
+        sizes = {pid: rss_bytes(pid) for pid in pids}
+        total = sum(sizes.values())
+        serving = [size for pid, size in sizes.items() if pid != self.process.pid and size]
+        if not serving:
+            return total, total, 0
+        return total, sum(serving) // len(serving), sizes.get(self.process.pid, 0)
+
+    def counters(self) -> tuple[list[int], float] | None:
+        """The workers' request counts and largest loop lag (ms), from tricorn's scoreboard."""
+        if self.scoreboard is None:
+            return None
+        slots = scoreboard.read_file(self.scoreboard)
+        return [slot["requests"] for slot in slots], max((slot["lag_ms"] for slot in slots), default=0.0)
+
+    def stop(self, grace: float = 10.0) -> None:
+        process = self.process
+        if process is None:
+            return
+        try:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(grace)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        finally:
+            # Workers a dead master left behind: the session is ours, started above.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            self.log.close()
+            if self.scoreboard is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.scoreboard)
+
+
+class TrialRunner:
+    """Runs trials of one server command under one workload."""
+
+    def __init__(self, server: ServerCommand, workload: Workload) -> None:
+        self.server = server
+        self.workload = workload
+
+    def run(self, trial: Trial, quick: bool = False) -> Trial:
+        workload = self.workload
+        port = free_port()
+        argv = self.server.argv(trial.workers, trial.threads, port)
+        trial.command, trial.kind = shlex.join(argv), "screen" if quick else "full"
+        server = ServerProcess(self.server.process_argv(argv), workload.server_cores,
+                               self.server.counted(trial.workers))
+        began = time.monotonic()
+        trial.status = "interrupted"
+        try:
+            server.start()
+            server.wait_ready(port, workload.path, workload.start_timeout)
+            target, scenario = workload.scenario(f"http://127.0.0.1:{port}")
+            if self._probe(trial, server, target, scenario, quick):
+                self._ramp(trial, server, target, scenario, quick)
+            trial.status = "ok" if trial.throughput > 0 else "failed"
+            counters = server.counters()
+            if counters is not None:
+                trial.requests_per_worker = counters[0]
+        finally:
+            server.stop()
+            trial.wall_s = time.monotonic() - began
+        return trial
+
+    def _measure(self, server: ServerProcess, target: Target, scenario: Scenario,
+                 load: Load) -> tuple[dict[str, Any], float, int | None, float | None]:
+        """Run the engine in the generator's processes: its summary, the server's CPU in cores, and
+        the server's own counters when it has them: the requests it counted meanwhile (to the
+        half second its workers write them at) and its largest event-loop lag (ms) at the end."""
+        plan = Plan(target, scenario, load, self.workload.generator_procs)
+        collector = Collector(plan.procs, None)
+        cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
+        run_processes(plan, collector)
+        server_cpu = (server.cpu_seconds() - cpu_before) / max(1e-9, time.monotonic() - wall_before)
+        counters = server.counters()
+        if counters is None:
+            return summarize(plan, collector), server_cpu, None, None
+        served, server.served = sum(counters[0]) - server.served, sum(counters[0])
+        return summarize(plan, collector), server_cpu, served, counters[1]
+
+    def _probe(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario, quick: bool) -> bool:
+        """A closed loop with enough connections to keep every worker thread busy: a first guess
+        at capacity, and the place to notice a workload the app rejects."""
+        duration, warmup = self._durations(quick)
+        threads = trial.workers * trial.threads if trial.threads else 0
+        connections = min(1024, max(8, 2 * threads)) if threads else 256
+        load = Load("closed", connections=connections, duration=duration, warmup=warmup, timeout=self._timeout())
+        summary, *_ = self._measure(server, target, scenario, load)
+        self._sample_memory(trial, server)
+        answered = summary["answered"]
+        client_errors = sum(n for code, n in summary["status"].items() if 400 <= int(code) < 500)
+        if answered and client_errors > answered / 2:
+            codes = ", ".join(f"{code} × {n:,}" for code, n in summary["status"].items())
+            raise TrialError(f"the app answered mostly client errors ({codes}): check --url-path or the "
+                             "scenario's paths, methods and headers")
+        trial.capacity = summary["throughput_rps"]
+        if not answered:
+            kinds = ", ".join(f"{k} {v:,}" for k, v in summary["errors"].items()) or "none"
+            trial.note = f"answered no request to {connections} connections (errors: {kinds})"
+            return False
+        return True
+
+    def _ramp(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario, quick: bool) -> None:
+        ramp = QUICK_RAMP if quick else FULL_RAMP
+        durations = self._durations(quick)
+        best: Step | None = None
+        failed: Step | None = None
+        rates = [trial.capacity * f for f in ramp]
+        while rates:
+            step = self._step(server, target, scenario, rates.pop(0), *durations)
+            trial.steps.append(step)
+            self._sample_memory(trial, server)
+            if step.passed:
+                best = step
+                continue
+            failed = step
+            if best is None and len(trial.steps) < 4 and step.offered * BELOW >= 1:
+                rates = [step.offered * BELOW]  # not even the first rate: look lower
+                continue
+            break
+        if best is not None and failed is not None and not quick and failed.offered > best.offered * 1.05:
+            middle = self._step(server, target, scenario, (best.offered + failed.offered) / 2, *durations)
+            trial.steps.append(middle)
+            if middle.passed:
+                best = middle
+            else:
+                failed = middle
+        if failed is not None and failed.behind_ms > BEHIND_MS:
+            trial.generator_bound = True
+            trial.note = (f"the load generator fell {failed.behind_ms:.0f} ms behind at {failed.offered:,.0f} req/s: "
+                          "the server may sustain more (give the generator more cores)")
+        elif failed is None:
+            trial.generator_bound = True
+            trial.note = f"met the target at every rate tried, up to {trial.steps[-1].offered:,.0f} req/s"
+        if best is None:
+            assert failed is not None
+            trial.note = trial.note or f"no rate met the target: at {failed.offered:,.0f} req/s {failed.why}"
+            return
+        trial.throughput, trial.p50_ms, trial.p99_ms = best.throughput, best.p50_ms, best.p99_ms
+        trial.server_cpu, trial.generator_cpu = best.server_cpu, best.generator_cpu
+
+    def _step(self, server: ServerProcess, target: Target, scenario: Scenario, rate: float, duration: float,
+              warmup: float) -> Step:
+        load = Load("open", connections=1024, rate=max(1.0, rate), duration=duration, warmup=warmup,
+                    timeout=self._timeout())
+        summary, server_cpu, served, lag = self._measure(server, target, scenario, load)
+        errors = summary["error_count"] + sum(n for code, n in summary["status"].items() if int(code) >= 500)
+        step = Step(
+            offered=load.rate, throughput=summary["throughput_rps"], p50_ms=summary["latency_ms"]["p50"],
+            p99_ms=summary["latency_ms"]["p99"], requests=summary["requests"], errors=errors, server_cpu=server_cpu,
+            generator_cpu=summary["generator_cpu"], behind_ms=summary["open_loop_behind_ms"], passed=False,
+        )
+        step.server_requests, step.loop_lag_ms = served, lag
+        workload = self.workload
+        if step.requests == 0:
+            step.why = "no request was answered"
+        elif step.p99_ms > workload.p99_ms:
+            step.why = f"p99 {step.p99_ms:,.0f} ms > {workload.p99_ms:g} ms"
+        elif step.error_rate > workload.max_errors:
+            kinds = ", ".join(f"{k} {v:,}" for k, v in summary["errors"].items())
+            fives = sum(n for code, n in summary["status"].items() if int(code) >= 500)
+            detail = ", ".join(filter(None, [kinds, f"5xx {fives:,}" if fives else ""]))
+            step.why = f"errors {step.error_rate:.2%} > {workload.max_errors:.2%} ({detail})"
+        else:
+            step.passed = True
+        return step
+
+    def _durations(self, quick: bool) -> tuple[float, float]:
+        """Seconds each step measures, and warms up first (new connections, the app's caches)."""
+        step = self.workload.step / (3 if quick else 1)
+        return step, step / 3
+
+    def expected_seconds(self, quick: bool) -> float:
+        """A trial's likely length before any has run: start and stop, the probe, a few steps."""
+        duration, warmup = self._durations(quick)
+        return 1.5 + (duration + warmup + 0.1) * (5 if quick else 7)
+
+    def _timeout(self) -> float:
+        # Anything slower has long broken the target; waiting longer only slows the ramp down.
+        return max(2.0, 5 * self.workload.p99_ms / 1000)
+
+    @staticmethod
+    def _sample_memory(trial: Trial, server: ServerProcess) -> None:
+        total, worker, base = server.memory()
+        if total > trial.rss_total:
+            trial.rss_total, trial.rss_worker, trial.rss_base = total, worker, base
