@@ -6,7 +6,9 @@ is compared with the grid's best, and its wall time with the grid's.
 
 Goal: the pick within 5% of the grid's best sustainable throughput, in ≤ 25% of the grid's time.
 
-Run by hand (never in CI):  python benchmarks/tune.py [APP ...] --step 2s > benchmarks/tune.md
+Run by hand (never in CI):  python benchmarks/tune.py [APP ...] --step 2
+Then, where the pick is not the grid's best, measure both again, interleaved:
+                            python benchmarks/tune.py APP --confirm 2x1 1x1 --rounds 3
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tricorn.bench import scenario as scenarios  # noqa: E402
-from tricorn.tune.search import THREADS, plan_machine, worker_counts  # noqa: E402
-from tricorn.tune.trial import MIB, ServerCommand, Trial, TrialRunner, Workload  # noqa: E402
+from tricorn.config import size  # noqa: E402
+from tricorn.tune.search import THREADS, Machine, plan_machine, worker_counts  # noqa: E402
+from tricorn.tune.trial import MIB, BuiltinEngine, ServerCommand, Trial, TrialRunner, Workload  # noqa: E402
 
 APPS = {  # app: (threaded, tune options, environment)
     "cpu_wsgi": (True, [], {}),
@@ -35,7 +39,7 @@ APPS = {  # app: (threaded, tune options, environment)
 }
 
 
-def grid(app: str, threaded: bool, memory: int | None, step: float) -> tuple[list[Trial], float]:
+def trial_runner(app: str, memory: int | None, step: float) -> tuple[TrialRunner, Machine]:
     machine = plan_machine(None, memory)
 
     def make(url: str) -> tuple[scenarios.Target, scenarios.Scenario]:
@@ -43,7 +47,13 @@ def grid(app: str, threaded: bool, memory: int | None, step: float) -> tuple[lis
         return target, scenarios.single(target, "GET", {}, b"", True)
 
     runner = TrialRunner(ServerCommand(app=f"examples.tuning:{app}"),
-                         Workload(make, "/", 200.0, 0.001, step, len(machine.generator_cores), machine.server_cores))
+                         Workload(make, "/", 200.0, 0.001, step, machine.server_cores),
+                         BuiltinEngine(len(machine.generator_cores)))
+    return runner, machine
+
+
+def grid(app: str, threaded: bool, memory: int | None, step: float) -> tuple[list[Trial], float]:
+    runner, machine = trial_runner(app, memory, step)
     trials, started = [], time.monotonic()
     for workers in worker_counts(machine.cpus):
         for threads in THREADS if threaded else [None]:
@@ -64,13 +74,40 @@ def tuner(app: str, options: list[str], env: dict[str, str], step: float) -> tup
         return json.loads(Path(out.name).read_text()), time.monotonic() - started
 
 
+def _memory(options: list[str]) -> int | None:
+    return size(options[options.index("--memory") + 1]) if "--memory" in options else None
+
+
+def confirm(app: str, configs: list[str], step: float, rounds: int) -> None:
+    """Measure a few configurations again, interleaved: a grid's single best run is the largest of
+    many noisy samples, so it flatters the grid; this compares like with like."""
+    _, options, env = APPS[app]
+    os.environ.update(env)
+    runner, _ = trial_runner(app, _memory(options), step)
+    results: dict[str, list[float]] = {config: [] for config in configs}
+    for _ in range(rounds):
+        for config in configs:
+            workers, _, threads = config.partition("x")
+            trial = runner.run(Trial(int(workers), int(threads) if threads else None))
+            results[config].append(trial.throughput)
+    print(f"| {app} | " + " | ".join(f"{config}: {statistics.median(values):,.0f} req/s "
+                                      f"({min(values):,.0f}–{max(values):,.0f})" for config, values in results.items())
+          + f" | {rounds} rounds |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("apps", nargs="*", default=list(APPS))
     parser.add_argument("--step", type=float, default=2.0)
+    parser.add_argument("--confirm", nargs="+", metavar="WxT", help="re-measure these configurations of the "
+                        "one app given, interleaved, --rounds times")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     machine = plan_machine()
     os.sched_setaffinity(0, machine.generator_cores)
+    if args.confirm:
+        confirm(args.apps[0], args.confirm, args.step, args.rounds)
+        return
     print(f"`python benchmarks/tune.py --step {args.step:g}`; {machine.cpus_why}; server on CPU "
           f"{sorted(machine.server_cores or [])}, load generator on {sorted(machine.generator_cores)}.\n")
     print("| app | grid best | grid time | tuner pick | pick measured (tuner / grid) | vs best | tuner time "
@@ -79,11 +116,7 @@ def main() -> None:
     for app in args.apps:
         threaded, options, env = APPS[app]
         os.environ.update(env)
-        memory = None
-        if "--memory" in options:
-            from tricorn.config import size
-            memory = size(options[options.index("--memory") + 1])
-        trials, grid_time = grid(app, threaded, memory, args.step)
+        trials, grid_time = grid(app, threaded, _memory(options), args.step)
         for key in env:
             del os.environ[key]
         fitting = [t for t in trials if t.fits and t.status == "ok"]

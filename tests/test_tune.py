@@ -200,7 +200,7 @@ def test_app_that_errors_at_any_load_gets_no_recommendation(tmp_path: Path) -> N
     report = tmp_path / "t.html"
     result = tune("tune_apps:failing", "--step", "1s", "--budget", "60s", "--json", str(out), "--report", str(report))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "no configuration met the target" in result.stderr and "5xx" in result.stderr, result.stderr
+    assert "no recommendation: no rate met the target" in result.stderr and "5xx" in result.stderr, result.stderr
     data = json.loads(out.read_text())
     assert data["recommendation"] is None and data["trials"]
     assert all(t["status"] == "failed" for t in data["trials"])
@@ -264,3 +264,70 @@ def test_ctrl_c_stops_the_trial_and_every_server(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["trials"][0]["status"] == "interrupted"
     time.sleep(0.5)
     assert not _servers_of(marker), "a trial server outlived the tuner"
+
+
+# a Locust cluster as the load generator -----------------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_locust_cluster_drives_the_trials(tmp_path: Path) -> None:
+    """A real Locust master and worker, started with the locustfile tune writes."""
+    import urllib.request
+
+    locustfile = tmp_path / "tune_locust.py"
+    written = tune("examples.tuning:io_asgi", "--locustfile", str(locustfile))
+    assert written.returncode == 0 and "--engine locust" in written.stdout, written.stderr
+    locust = [sys.executable, "-m", "locust", "-f", str(locustfile)]
+    if subprocess.run([*locust, "--version"], capture_output=True).returncode != 0:
+        assert not os.environ.get("CI"), "CI must have Locust: the test extra installs it"
+        pytest.skip("Locust is not installed (pip install -e '.[test]'); CI runs this test")
+    bus, web = _free_port(), _free_port()
+    logs = tmp_path / "locust.log"
+    with open(logs, "wb") as log:
+        master = subprocess.Popen([*locust, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
+                                   str(bus), "--web-host", "127.0.0.1", "--web-port", str(web)],
+                                  stdout=log, stderr=log, cwd=tmp_path)
+        worker = subprocess.Popen([*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", str(bus)],
+                                  stdout=log, stderr=log, cwd=tmp_path)
+        try:
+            url = f"http://127.0.0.1:{web}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(url + "/stats/requests", timeout=5) as response:
+                        if json.loads(response.read()).get("workers"):
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, logs.read_text()[-3000:]
+                time.sleep(0.2)
+            out = tmp_path / "t.json"
+            result = tune("examples.tuning:io_asgi", "--engine", "locust", "--locust-master", url, "--workers", "1",
+                          "--step", "2s", "--json", str(out))
+        finally:
+            for process in (worker, master):
+                process.terminate()
+            for process in (worker, master):
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    assert result.returncode == 0, result.stdout + result.stderr + logs.read_text()[-3000:]
+    data = json.loads(out.read_text())
+    assert data["workload"]["engine"] == "locust"
+    assert data["machine"]["generator_cores"] == [], "no local generator: the server gets every CPU"
+    rec = data["recommendation"]
+    assert rec["workers"] == 1 and rec["throughput"] > 0 and rec["p99_ms"] <= 200
+    ran = [t for t in data["trials"] if t["status"] == "ok"]
+    assert [t["kind"] for t in ran] == ["screen", "full"]
+    for trial in ran:
+        # Locust's numbers: requests counted by the cluster, at rates near what was offered.
+        passed = [s for s in trial["steps"] if s["passed"]]
+        assert passed and all(s["requests"] > 0 and s["throughput"] >= 0.9 * s["offered"] for s in passed), trial

@@ -17,8 +17,9 @@ from ..bench import scenario as scenarios
 from ..config import duration, size
 from ..errors import ConfigError, UserError
 from . import report
+from .locust import LocustEngine, locustfile
 from .search import HEADROOM, Machine, Search, describe, plan_machine, reason
-from .trial import MIB, ServerCommand, Trial, TrialError, TrialRunner, Workload
+from .trial import MIB, BuiltinEngine, LoadEngine, ServerCommand, Trial, TrialError, TrialRunner, Workload
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,21 +38,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cmd", metavar="TEMPLATE",
                         help="tune another server: a command with {workers}, {port} and optionally {threads}, e.g. "
                         "\"gunicorn -w {workers} --threads {threads} -b 127.0.0.1:{port} app:app\"")
-    parser.add_argument("--url-path", default="/", help="the path to load (default /), without --scenario")
-    parser.add_argument("--scenario", metavar="FILE", help="a tricorn bench scenario (TOML); its url is replaced")
-    parser.add_argument("--p99", type=_duration, default=0.2, help="latency target for the 99th percentile "
-                        "(default 200ms)")
-    parser.add_argument("--max-errors", type=_fraction, default=0.001,
-                        help="error budget: errors and 5xx answers per request (default 0.1%%)")
-    parser.add_argument("--budget", type=_duration, default=300.0, help="wall time for the whole search (default 5m)")
-    parser.add_argument("--cpus", type=int, help="plan for this many CPUs (default: this machine's, less the "
-                        "load generator's share)")
-    parser.add_argument("--memory", type=_size, help="plan for this memory limit, e.g. 2g (default: cgroup "
-                        "limit, else RAM)")
-    parser.add_argument("--step", type=_duration, default=3.0, help="seconds each load step measures in a full "
-                        "trial (default 3s; screening steps take a third)")
-    parser.add_argument("--start-timeout", type=_duration, default=30.0, help="how long a server may take to "
-                        "answer its first request (default 30s)")
+    add = parser.add_argument
+    add("--url-path", default="/", metavar="PATH", help="the path to load (default /), without --scenario")
+    add("--scenario", metavar="FILE", help="a tricorn bench scenario (TOML); its url is replaced")
+    add("--p99", type=_duration, default=0.2, metavar="DURATION",
+        help="latency target for the 99th percentile (default 200ms)")
+    add("--max-errors", type=_fraction, default=0.001, metavar="SHARE",
+        help="error budget: errors and 5xx answers per request (default 0.1%%)")
+    add("--budget", type=_duration, default=300.0, metavar="DURATION", help="wall time for the whole search "
+        "(default 5m)")
+    add("--cpus", type=int, metavar="N", help="plan for this many CPUs (default: this machine's, less the load "
+        "generator's share)")
+    add("--memory", type=_size, metavar="SIZE", help="plan for this memory limit, e.g. 2g (default: cgroup limit, "
+        "else RAM)")
+    add("--workers", type=_counts, metavar="N,N,...", help="only these worker counts (default: 1 to 2 × CPUs, "
+        "at least 4)")
+    add("--threads", type=_counts, metavar="N,N,...", help="only these thread counts, for a WSGI app (default: 1 "
+        "to 128, doubling)")
+    add("--step", type=_duration, default=3.0, metavar="DURATION", help="seconds each load step measures in a "
+        "full trial (default 3s; screening steps take a third)")
+    add("--start-timeout", type=_duration, default=30.0, metavar="DURATION", help="how long a server may take "
+        "to answer its first request (default 30s)")
+    parser.add_argument("--engine", choices=("builtin", "locust"), default="builtin",
+                        help="what generates the load: tricorn bench's engine here (default), or a Locust cluster")
+    parser.add_argument("--locust-master", metavar="URL", help="--engine locust: the master's web address, "
+                        "e.g. http://10.0.0.5:8089")
+    parser.add_argument("--locustfile", metavar="FILE", help="write the workload as a locustfile for the Locust "
+                        "cluster, then exit")
     parser.add_argument("--json", metavar="FILE", help="write every trial and the recommendation as JSON")
     parser.add_argument("--report", metavar="FILE", help="write a self-contained HTML report with charts")
     parser.add_argument("--write", metavar="FILE", help="write the recommended workers/threads into this "
@@ -72,6 +85,16 @@ def _size(text: str) -> int:
         return size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected {exc}") from None
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected counts separated by commas, like 1,2,4") from None
+    if counts[0] < 1:
+        raise argparse.ArgumentTypeError("counts must be at least 1")
+    return counts
 
 
 def _fraction(text: str) -> float:
@@ -119,7 +142,7 @@ def server_command(args: argparse.Namespace, extra: list[str]) -> tuple[ServerCo
     return ServerCommand(app=args.app, extra=tuple(extra)), interface == "wsgi", f"{args.app} ({interface})"
 
 
-def workload(args: argparse.Namespace, generator_procs: int, machine: Machine) -> Workload:
+def workload(args: argparse.Namespace, machine: Machine) -> Workload:
     def make(url: str) -> tuple[scenarios.Target, scenarios.Scenario]:
         if args.scenario:
             return scenarios.load(args.scenario, url, {}, True)
@@ -129,12 +152,12 @@ def workload(args: argparse.Namespace, generator_procs: int, machine: Machine) -
     if not args.url_path.startswith("/"):
         raise ConfigError(f"--url-path {args.url_path!r} must start with /")
     make("http://127.0.0.1:1")  # a bad scenario file fails here, before any server starts
-    return Workload(make, args.url_path, args.p99 * 1000, args.max_errors, args.step, generator_procs,
-                    machine.server_cores, args.start_timeout)
+    return Workload(make, args.url_path, args.p99 * 1000, args.max_errors, args.step, machine.server_cores,
+                    args.start_timeout)
 
 
 def result(target: str, machine: Machine, work: Workload, search: Search, pick: Trial | None,
-           server: ServerCommand, error: str = "") -> dict[str, Any]:
+           server: ServerCommand, engine: str, error: str = "") -> dict[str, Any]:
     snippet = ""
     recommendation = None
     if pick is not None:
@@ -154,7 +177,7 @@ def result(target: str, machine: Machine, work: Workload, search: Search, pick: 
                     "headroom": HEADROOM, "server_cores": sorted(machine.server_cores or []),
                     "generator_cores": sorted(machine.generator_cores), "note": machine.note},
         "workload": {"p99_ms": work.p99_ms, "max_errors": work.max_errors, "step_s": work.step,
-                     "budget_s": search.budget, "path": work.path},
+                     "budget_s": search.budget, "path": work.path, "engine": engine},
         "trials": [t.to_dict() for t in search.trials],
     }
 
@@ -245,34 +268,67 @@ def main(argv: Sequence[str]) -> int:
             raise ConfigError("--p99 and --step must be above 0")
         if extra and args.cmd:
             raise ConfigError("options after -- are for tricorn; with --cmd put them in the command")
+        if args.threads and args.cmd and "{threads}" not in args.cmd:
+            raise ConfigError("--threads: the --cmd template has no {threads} to put them in")
         if args.write and args.cmd:
             raise ConfigError("--write sets tricorn's settings; with --cmd, use the command printed at the end")
-        machine = plan_machine(args.cpus, args.memory)
+        if args.locustfile:
+            return write_locustfile(args)
+        if (args.engine == "locust") != bool(args.locust_master):
+            raise ConfigError("--engine locust needs --locust-master URL (and --locust-master needs --engine locust)")
+        machine = plan_machine(args.cpus, args.memory, generator=args.engine == "builtin")
         server, threaded, target = server_command(args, extra)
-        work = workload(args, len(machine.generator_cores), machine)
+        work = workload(args, machine)
+        engine: LoadEngine
+        if args.engine == "locust":
+            engine = LocustEngine(args.locust_master, work.p99_ms)
+            engine.check()
+        else:
+            engine = BuiltinEngine(len(machine.generator_cores))
+            # The load processes fork from here: they inherit the generator's cores.
+            os.sched_setaffinity(0, machine.generator_cores)
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
-    # The load processes fork from here: they inherit the generator's cores.
-    os.sched_setaffinity(0, machine.generator_cores)
-    return tune(args, machine, server, threaded, target, work)
+    return tune(args, machine, server, threaded, target, work, engine)
+
+
+def write_locustfile(args: argparse.Namespace) -> int:
+    if not args.url_path.startswith("/"):
+        raise ConfigError(f"--url-path {args.url_path!r} must start with /")
+    placeholder = "http://127.0.0.1:1"  # Locust sets the host per trial
+    if args.scenario:
+        _, scenario = scenarios.load(args.scenario, placeholder, {}, True)
+    else:
+        target = scenarios.Target.parse(placeholder + args.url_path)
+        scenario = scenarios.single(target, "GET", {}, b"", True)
+    _write(args.locustfile, locustfile(scenario, args.scenario or f"GET {args.url_path}"))
+    print(f"wrote {args.locustfile}: start the cluster with it (locust -f {args.locustfile} --master; on each load "
+          f"machine locust -f {args.locustfile} --worker --master-host HOST), then run tricorn tune with "
+          "--engine locust --locust-master http://HOST:8089")
+    return 0
 
 
 def tune(args: argparse.Namespace, machine: Machine, server: ServerCommand, threaded: bool, target: str,
-         work: Workload) -> int:
+         work: Workload, engine: LoadEngine) -> int:
     from rich.console import Console
 
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    cores = (f"server on CPU {_cores(machine.server_cores)}, load generator on {_cores(machine.generator_cores)}"
-             if machine.server_cores else machine.note)
+    if isinstance(engine, LocustEngine):
+        cores = f"load from the Locust cluster at {engine.base}"
+    elif machine.server_cores:
+        cores = f"server on CPU {_cores(machine.server_cores)}, load generator on {_cores(machine.generator_cores)}"
+    else:
+        cores = machine.note
     out.print(f"tricorn tune {target}: {machine.cpus} CPU(s) ({machine.cpus_why}); memory "
               f"{machine.memory / MIB:,.0f} MiB ({machine.memory_why}), configurations up to "
               f"{HEADROOM:.0%} of it; {cores}")
     out.print(f"target: p99 ≤ {work.p99_ms:g} ms, errors ≤ {work.max_errors:.2%}; budget {args.budget:g}s")
-    runner = TrialRunner(server, work)
+    runner = TrialRunner(server, work, engine)
     error, code = "", 0
     with Progress(args.budget, args.quiet or not sys.stderr.isatty()) as progress:
-        search = Search(runner, machine, threaded, args.budget, on_trial=progress.trial)
+        search = Search(runner, machine, threaded, args.budget, on_trial=progress.trial,
+                        only_workers=args.workers, only_threads=args.threads)
         if search.estimate(quick=True) > args.budget:
             error = (f"a budget of {args.budget:g}s is too small for even one trial (about "
                      f"{search.estimate(quick=True):.0f}s each); raise --budget or shorten --step")
@@ -290,7 +346,7 @@ def tune(args: argparse.Namespace, machine: Machine, server: ServerCommand, thre
         out.print(report.table(search.trials, pick))
     if search.stop_reason:
         out.print(f"stopped: {search.stop_reason}")
-    summary = result(target, machine, work, search, pick, server, error)
+    summary = result(target, machine, work, search, pick, server, args.engine, error)
     if pick is not None:
         out.print(f"[bold]recommended: {summary['reason']}[/bold]")
         if pick.generator_bound:
@@ -300,7 +356,7 @@ def tune(args: argparse.Namespace, machine: Machine, server: ServerCommand, thre
         else:
             out.print(f"command: {summary['snippet']}")
     elif not error:
-        error = "no configuration met the target: " + _why_none(search.trials)
+        error = "no recommendation: " + _why_none(search.trials)
         summary["error"], code = error, 1
     if error:
         print(f"Error: {error}", file=sys.stderr)
@@ -324,8 +380,12 @@ def _why_none(trials: list[Trial]) -> str:
         return "no trial ran; raise --budget"
     if all(not t.fits for t in ran):
         return "none fits in the memory limit; raise --memory or lower the app's memory use"
-    failed = next((t for t in ran if t.status == "failed"), ran[0])
-    return f"{failed.note}; relax --p99 or --max-errors, or fix what fails"
+    screened = [t for t in ran if t.status == "ok" and t.fits]
+    if screened:
+        best = max(screened, key=lambda t: t.throughput)
+        return (f"the budget ran out before a full trial confirmed one (best screened: {describe(best)}, "
+                f"{best.throughput:,.0f} req/s); raise --budget")
+    return f"{ran[0].note}; relax --p99 or --max-errors, or fix what fails"
 
 
 def _cores(cores: frozenset[int] | None) -> str:

@@ -6,9 +6,10 @@ the server's CPUs, at least 4) and, for a WSGI app, threads per worker (1 to 128
 
 The grid is never walked whole. Screening trials (short, coarse steps) rank candidates cheaply:
 threads first at workers = CPUs (1, 4, 16, 64, then climbing towards the better neighbour while it
-gains), then workers at the best thread count, the same way. The best screened candidates then
-get full trials, and the recommendation is the full trial with the highest sustainable throughput
-whose memory fits the limit with headroom; within TIE of it, fewer workers, then fewer threads.
+gains), then workers at the best thread count, the same way. The best screened candidate, and the
+runner-up when within 10% of it, then get full trials; the recommendation is the full trial with
+the highest sustainable throughput whose memory fits the limit with headroom; within TIE of it,
+fewer workers, then fewer threads.
 A candidate whose predicted memory (the master plus one worker's RSS per worker, from the trials
 so far) does not fit is skipped without running.
 """
@@ -29,7 +30,8 @@ TIE = 0.03  # throughputs this close are equal: prefer the cheaper configuration
 IMPROVE = 0.03  # a neighbour must gain this much for the search to move there
 THREADS = (1, 2, 4, 8, 16, 32, 64, 128)
 COARSE_THREADS = (1, 4, 16, 64)
-CONFIRM = 2  # the best screened candidates that get a full trial
+CONFIRM = 2  # the best screened candidates that get a full trial...
+CLOSE = 0.1  # ...when within this share of the best
 
 
 @dataclass(frozen=True)
@@ -47,22 +49,24 @@ class Machine:
         return int(self.memory * HEADROOM)
 
 
-def plan_machine(cpus: int | None = None, memory: int | None = None) -> Machine:
-    """Split this machine's cores between the server (tuned for `cpus`) and the load generator."""
+def plan_machine(cpus: int | None = None, memory: int | None = None, generator: bool = True) -> Machine:
+    """Split this machine's cores between the server (tuned for `cpus`) and the load generator
+    (none when the load comes from elsewhere)."""
     available = sorted(os.sched_getaffinity(0))
     effective, why = system.effective_cpus()
     if cpus is None:
-        generator = max(1, effective // 4) if effective >= 2 else 0
-        cpus = effective - generator
-        why = f"{why}, {generator} kept for the load generator" if generator else why
+        share = max(1, effective // 4) if effective >= 2 and generator else 0
+        cpus = effective - share
+        why = f"{why}, {share} kept for the load generator" if share else why
     else:
         why = "--cpus"
     note = ""
-    if cpus < len(available):
-        server_cores: frozenset[int] | None = frozenset(available[:cpus])
+    server_cores: frozenset[int] | None = frozenset(available[:cpus]) if cpus < len(available) else None
+    generator_cores: frozenset[int] = frozenset()
+    if generator and server_cores is not None:
         generator_cores = frozenset(available[cpus:])
-    else:
-        server_cores, generator_cores = None, frozenset(available)
+    elif generator:
+        generator_cores = frozenset(available)
         note = (f"the server and the load generator share all {len(available)} CPUs: "
                 "the generator's work lowers the numbers (plan for fewer --cpus to keep them apart)")
     if memory is None:
@@ -91,17 +95,19 @@ class Search:
     budget: float  # seconds
     on_trial: Callable[[Trial], None] = lambda trial: None  # a trial is about to run (status pending) or ended
     clock: Callable[[], float] = time.monotonic
+    only_workers: list[int] | None = None  # --workers: the candidates, instead of worker_counts()
+    only_threads: list[int] | None = None  # --threads
     trials: list[Trial] = field(default_factory=list)  # in the order they ran, screens and full
     stop_reason: str = ""
     started: float = 0.0
 
     @property
     def workers(self) -> list[int]:
-        return worker_counts(self.machine.cpus)
+        return sorted(self.only_workers or worker_counts(self.machine.cpus))
 
     @property
     def threads(self) -> list[int | None]:
-        return list(THREADS) if self.threaded else [None]
+        return list(sorted(self.only_threads or THREADS)) if self.threaded else [None]
 
     def run(self) -> Trial | None:
         """Screen, climb, confirm; the recommended full trial (None when none qualifies)."""
@@ -110,11 +116,11 @@ class Search:
             start_workers = min(self.workers, key=lambda w: abs(w - self.machine.cpus))
             threads: int | None = None
             if self.threaded:
-                for t in COARSE_THREADS:
+                coarse = [t for t in self.threads if t in COARSE_THREADS] or self.threads[::3]
+                for t in coarse:
                     self._screen(start_workers, t)
                 best = self._best_screened(lambda trial: trial.workers == start_workers)
-                threads = self._climb(self.threads, best.threads if best else COARSE_THREADS[0],
-                                      lambda t: (start_workers, t))
+                threads = self._climb(self.threads, best.threads if best else coarse[0], lambda t: (start_workers, t))
             workers: int = self._climb(self.workers, start_workers, lambda w: (w, threads))
             self._confirm()
             self.stop_reason = (f"the search converged (last climb at {describe(Trial(workers, threads))}) after "
@@ -140,9 +146,12 @@ class Search:
             current, index = max(better, key=lambda pair: pair[0].throughput)
 
     def _confirm(self) -> None:
+        """Full trials for the best screened candidate, and for the runners-up close enough that
+        screening cannot tell them apart."""
         screened = sorted((t for t in self._ran("screen") if _usable(t)), key=lambda t: -t.throughput)
         for trial in screened[:CONFIRM]:
-            self._run(Trial(trial.workers, trial.threads), quick=False)
+            if trial.throughput >= screened[0].throughput * (1 - CLOSE):
+                self._run(Trial(trial.workers, trial.threads), quick=False)
 
     def _screen(self, workers: int, threads: int | None) -> Trial:
         for trial in self.trials:
