@@ -8,7 +8,7 @@ The grid is never walked whole. Screening trials (short, coarse steps) rank cand
 threads first at workers = CPUs (1, 4, 16, 64, then climbing towards the better neighbour while it
 gains), then workers at the best thread count, the same way. The best screened candidate, and the
 runner-up when within 10% of it, then get full trials; the recommendation is the full trial with
-the highest sustainable throughput whose memory fits the limit with headroom; within TIE of it,
+the highest sustainable throughput whose memory fits the limit with headroom; within TIE (5%) of it,
 fewer workers, then fewer threads.
 A candidate whose predicted memory (the master plus one worker's RSS per worker, from the trials
 so far) does not fit is skipped without running.
@@ -26,7 +26,7 @@ from .. import system
 from .trial import MIB, Trial, TrialRunner
 
 HEADROOM = 0.8  # the share of the memory limit a configuration may use
-TIE = 0.03  # throughputs this close are equal: prefer the cheaper configuration
+TIE = 0.05  # throughputs this close are equal (trials on a busy machine vary by as much): prefer the cheaper
 IMPROVE = 0.03  # a neighbour must gain this much for the search to move there
 THREADS = (1, 2, 4, 8, 16, 32, 64, 128)
 COARSE_THREADS = (1, 4, 16, 64)
