@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..bench import scenario as scenarios
-from ..config import duration, size
+from ..bench.command import _duration
+from ..config import size
 from ..errors import ConfigError, UserError
 from . import report
 from .locust import LocustEngine, locustfile
@@ -71,13 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "tricorn.toml")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-def _duration(text: str) -> float:
-    try:
-        return duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected {exc}") from None
 
 
 def _size(text: str) -> int:
