@@ -124,10 +124,10 @@ def main() -> None:
         result, tune_time = tuner(app, options, env, args.step)
         rec = result["recommendation"]
         same = next(t for t in trials if (t.workers, t.threads) == (rec["workers"], rec["threads"]))
-        label = lambda w, t: f"{w}×{t}" if t is not None else f"{w}"  # noqa: E731
         ran = [t for t in result["trials"] if t["status"] in ("ok", "failed")]
+        pick = Trial(rec["workers"], rec["threads"]).label
         print(f"| {app} | {best.label}: {best.throughput:,.0f} req/s | {grid_time:.0f}s ({len(trials)} trials) "
-              f"| {label(rec['workers'], rec['threads'])} | {rec['throughput']:,.0f} / {same.throughput:,.0f} req/s "
+              f"| {pick} | {rec['throughput']:,.0f} / {same.throughput:,.0f} req/s "
               f"| {same.throughput / best.throughput:.1%} | {tune_time:.0f}s | {tune_time / grid_time:.0%} "
               f"| {len(ran)} ({sum(t['kind'] == 'screen' for t in ran)} screening) |", flush=True)
 

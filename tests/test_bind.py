@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .conftest import free_port
+
 
 def _connectable(family: int, address: object) -> bool:
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -18,12 +20,6 @@ def _connectable(family: int, address: object) -> bool:
             return True
         except OSError:
             return False
-
-
-def _free_port(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
-    with socket.socket(family) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def test_unix_socket(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -36,7 +32,7 @@ def test_unix_socket(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-
 
 
 def test_host_and_port_shortcuts_and_two_binds(serve) -> None:  # type: ignore[no-untyped-def]
-    first, second = _free_port(), _free_port()
+    first, second = free_port(), free_port()
     server = serve("asgi_apps:app", "--host", "127.0.0.1", "--port", str(first), "--bind", f"127.0.0.1:{second}",
                    bind=False)
     server.wait_for(lambda: _connectable(socket.AF_INET, ("127.0.0.1", second)), what="the --bind listener")
@@ -47,7 +43,7 @@ def test_host_and_port_shortcuts_and_two_binds(serve) -> None:  # type: ignore[n
 
 def test_ipv6_loopback(serve) -> None:  # type: ignore[no-untyped-def]
     try:
-        port = _free_port(socket.AF_INET6, "::1")
+        port = free_port(socket.AF_INET6, "::1")
     except OSError:
         pytest.skip("this machine has no IPv6 loopback")
     server = serve("asgi_apps:app", "--bind", f"[::1]:{port}", bind=False)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import APPS, ROOT
+from .conftest import APPS, ROOT, free_port
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -49,31 +49,37 @@ def check_evidence(data: dict[str, Any]) -> None:
     assert any((t["workers"], t["threads"]) == (rec["workers"], rec["threads"]) for t in full)
     screens = [t for t in ran if t["kind"] == "screen"]
     assert len(screens) >= 2, "the search screens candidates before confirming"
-    # The pick is the best full trial, or within 3% of it and cheaper.
-    assert rec["throughput"] >= 0.97 * max(t["throughput"] for t in full if t["fits"])
+    # The pick is the best full trial, or within 5% of it (search.TIE) and cheaper.
+    assert rec["throughput"] >= 0.95 * max(t["throughput"] for t in full if t["fits"])
     assert "search converged" in data["stop_reason"] or "budget" in data["stop_reason"]
 
 
 def close_to_cpus(workers: int, cpus: int) -> bool:
-    """Theory's "a worker per CPU", give or take what more processes on a core buy by overlapping
-    each other's system calls (measured on one core: up to ~15% for async apps, 3 workers once);
-    the candidates go up to max(4, 2 × CPUs)."""
-    return cpus <= workers <= 2 * cpus + (cpus == 1)
+    """Theory's "a worker per CPU", give or take what a second process on a core buys by
+    overlapping the other's system calls (measured: up to ~15% for async apps); the candidates
+    go up to max(4, 2 × CPUs)."""
+    return cpus <= workers <= max(2, cpus + cpus // 2)
 
 
 def test_io_bound_wsgi_gets_many_threads(tmp_path: Path) -> None:
     data = tuned(tmp_path, "examples.tuning:io_wsgi")
     check_evidence(data)
     assert data["recommendation"]["threads"] >= 16, data["stdout"]
+    # A request mostly waits: the one-connection measurement leaves every thread count open.
+    first = data["trials"][0]
+    assert first["service_ms"] >= 50 and data["thread_limit"] in (None, 64, 128), data["stdout"]
 
 
 def test_cpu_bound_wsgi_gets_few_threads_and_a_worker_per_cpu(tmp_path: Path) -> None:
     data = tuned(tmp_path, "examples.tuning:cpu_wsgi")
     check_evidence(data)
     rec = data["recommendation"]
-    # Theory says 1-2; more threads only add GIL hand-offs, which on a noisy 2-core VM can measure
-    # within noise of 1-2 (benchmarks/tune.md: one of three runs picked 4). Far from 16-128.
-    assert rec["threads"] <= 4, data["stdout"]
+    assert rec["threads"] <= 2, data["stdout"]
+    # Why: one request at a time is nearly all CPU, so threads above 2 were not even tried.
+    first = data["trials"][0]
+    assert first["cpu_ms"] >= 0.7 * first["service_ms"] > 0, first
+    assert data["thread_limit"] <= 2 and all(t["threads"] <= 2 for t in data["trials"]), data["stdout"]
+    assert "threads above" in data["stop_reason"] and "on the server's CPU" in data["stop_reason"]
     assert close_to_cpus(rec["workers"], data["machine"]["cpus"]), data["stdout"]
 
 
@@ -270,14 +276,6 @@ def test_ctrl_c_stops_the_trial_and_every_server(tmp_path: Path) -> None:
 
 # a Locust cluster as the load generator -----------------------------------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_locust_cluster_drives_the_trials(tmp_path: Path) -> None:
     """A real Locust master and worker, started with the locustfile tune writes."""
     import urllib.request
@@ -289,7 +287,7 @@ def test_locust_cluster_drives_the_trials(tmp_path: Path) -> None:
     if subprocess.run([*locust, "--version"], capture_output=True).returncode != 0:
         assert not os.environ.get("CI"), "CI must have Locust: the test extra installs it"
         pytest.skip("Locust is not installed (pip install -e '.[test]'); CI runs this test")
-    bus, web = _free_port(), _free_port()
+    bus, web = free_port(), free_port()
     logs = tmp_path / "locust.log"
     with open(logs, "wb") as log:
         master = subprocess.Popen([*locust, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",

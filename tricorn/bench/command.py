@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, NoReturn
 
+from ..arguments import CommandParser, typed
 from ..config import duration
 from ..errors import ConfigError, UserError
 from . import scenario as scenarios
@@ -27,13 +28,8 @@ CPU_BOTTLENECK = 0.9  # of one core, per process
 BEHIND_MS = 10.0  # the open loop issued a request this late: the generator could not keep up
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"Error: {message}; see tricorn bench --help\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog="tricorn bench", description="Load-test any HTTP/1.1 server: closed loop (-c), open loop (--rate) "
         "or users with think time (--users), from a URL or a --scenario file.",
     )
@@ -64,11 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _duration(text: str) -> float:
-    try:
-        return duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected {exc}") from None
+_duration = typed(duration)
 
 
 def _think(text: str) -> tuple[float, float]:

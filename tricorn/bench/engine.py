@@ -400,7 +400,7 @@ class Engine:
                 assert done is not None
                 await asyncio.wait({done}, timeout=max(0.0, deadline - time.perf_counter()))
             else:
-                await asyncio.sleep(max(0.0, min(deadline, began + load.duration) - time.perf_counter()))
+                await _sleep_until(min(deadline, began + load.duration))
             now = time.perf_counter()
             cpu = (time.process_time() - cpu_began) / max(1e-9, now - (began + second))
             cpu_began = time.process_time()
@@ -414,7 +414,7 @@ class Engine:
                 break
             if load.requests and self.issued_total >= load.requests and self.in_flight <= 0:
                 break
-            if not load.requests and now >= began + load.duration - 1e-3:
+            if not load.requests and now >= began + load.duration:
                 break
         self.elapsed = time.perf_counter() - began
 
@@ -471,3 +471,10 @@ class Engine:
 
 class ResolveError(Exception):
     pass
+
+
+async def _sleep_until(moment: float) -> None:
+    """Sleeps until time.perf_counter() reaches `moment`: the loop's millisecond timers can wake a
+    little early, and a tick that ended early would report the sliver left as one more second."""
+    while (left := moment - time.perf_counter()) > 0:
+        await asyncio.sleep(left)

@@ -9,13 +9,13 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from ..arguments import CommandParser, typed
 from ..bench import scenario as scenarios
-from ..bench.command import _duration
-from ..config import size
+from ..config import duration, size
 from ..errors import ConfigError, UserError
 from . import report
 from .locust import LocustEngine, locustfile
@@ -23,13 +23,8 @@ from .search import HEADROOM, Machine, Search, describe, plan_machine, reason
 from .trial import MIB, BuiltinEngine, LoadEngine, ServerCommand, Trial, TrialError, TrialRunner, Workload
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"Error: {message}; see tricorn tune --help\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog="tricorn tune",
         usage="tricorn tune APP [options] [-- tricorn options] | tricorn tune --cmd TEMPLATE [options]",
         description="Run the app under candidate configurations and recommend workers (and threads, for WSGI) "
@@ -74,11 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _size(text: str) -> int:
-    try:
-        return size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected {exc}") from None
+_duration, _size = typed(duration), typed(size)
 
 
 def _counts(text: str) -> list[int]:
@@ -136,18 +127,25 @@ def server_command(args: argparse.Namespace, extra: list[str]) -> tuple[ServerCo
     return ServerCommand(app=args.app, extra=tuple(extra)), interface == "wsgi", f"{args.app} ({interface})"
 
 
-def workload(args: argparse.Namespace, machine: Machine) -> Workload:
+def requests_for(args: argparse.Namespace) -> Callable[[str], tuple[scenarios.Target, scenarios.Scenario]]:
+    """Base URL → the target and the requests to send it: --scenario, else GET --url-path. A bad
+    scenario file or path fails here, before any server starts."""
+    if not args.url_path.startswith("/"):
+        raise ConfigError(f"--url-path {args.url_path!r} must start with /")
+
     def make(url: str) -> tuple[scenarios.Target, scenarios.Scenario]:
         if args.scenario:
             return scenarios.load(args.scenario, url, {}, True)
         target = scenarios.Target.parse(url + args.url_path)
         return target, scenarios.single(target, "GET", {}, b"", True)
 
-    if not args.url_path.startswith("/"):
-        raise ConfigError(f"--url-path {args.url_path!r} must start with /")
-    make("http://127.0.0.1:1")  # a bad scenario file fails here, before any server starts
-    return Workload(make, args.url_path, args.p99 * 1000, args.max_errors, args.step, machine.server_cores,
-                    args.start_timeout)
+    make("http://127.0.0.1:1")
+    return make
+
+
+def workload(args: argparse.Namespace, machine: Machine) -> Workload:
+    return Workload(requests_for(args), args.url_path, args.p99 * 1000, args.max_errors, args.step,
+                    machine.server_cores, args.start_timeout)
 
 
 def result(target: str, machine: Machine, work: Workload, search: Search, pick: Trial | None,
@@ -165,6 +163,7 @@ def result(target: str, machine: Machine, work: Workload, search: Search, pick: 
         "reason": reason(pick, search.trials) if pick else "",
         "snippet": snippet,
         "stop_reason": search.stop_reason,
+        "thread_limit": search.thread_limit,
         "error": error,
         "machine": {"cpus": machine.cpus, "cpus_why": machine.cpus_why, "memory_mb": round(machine.memory / MIB, 1),
                     "memory_why": machine.memory_why, "memory_budget_mb": round(machine.memory_budget / MIB, 1),
@@ -288,14 +287,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def write_locustfile(args: argparse.Namespace) -> int:
-    if not args.url_path.startswith("/"):
-        raise ConfigError(f"--url-path {args.url_path!r} must start with /")
-    placeholder = "http://127.0.0.1:1"  # Locust sets the host per trial
-    if args.scenario:
-        _, scenario = scenarios.load(args.scenario, placeholder, {}, True)
-    else:
-        target = scenarios.Target.parse(placeholder + args.url_path)
-        scenario = scenarios.single(target, "GET", {}, b"", True)
+    _, scenario = requests_for(args)("http://127.0.0.1:1")  # Locust sets the host per trial
     _write(args.locustfile, locustfile(scenario, args.scenario or f"GET {args.url_path}"))
     print(f"wrote {args.locustfile}: start the cluster with it (locust -f {args.locustfile} --master; on each load "
           f"machine locust -f {args.locustfile} --worker --master-host HOST), then run tricorn tune with "

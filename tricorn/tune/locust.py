@@ -166,7 +166,8 @@ class LocustEngine:
             "requests": requests, "answered": requests - failures, "error_count": failures,
             "errors": errors if failures else {}, "status": {},
             "throughput_rps": (requests - failures) / elapsed if elapsed else 0.0,
-            "latency_ms": {"p50": float(total.get("median_response_time") or 0.0),
+            "latency_ms": {"mean": float(total.get("avg_response_time") or 0.0),
+                           "p50": float(total.get("median_response_time") or 0.0),
                            "p99": float(total.get("ninety_ninth_response_time") or 0.0)},
             "generator_cpu": cpu, "open_loop_behind_ms": 0.0,
             # Paced users that could not keep their pace: the rate was not really offered.

@@ -6,10 +6,13 @@ the server's CPUs, at least 4) and, for a WSGI app, threads per worker (1 to 128
 
 The grid is never walked whole. Screening trials (short, coarse steps) rank candidates cheaply:
 threads first at workers = CPUs (1, 4, 16, 64, then climbing towards the better neighbour while it
-gains), then workers at the best thread count, the same way. The best screened candidate, and the
-runner-up when within 10% of it, then get full trials; the recommendation is the full trial with
-the highest sustainable throughput whose memory fits the limit with headroom; within TIE (5%) of it,
-fewer workers, then fewer threads.
+gains more than TIE), then workers at the best thread count, the same way. Threads are tried only
+up to twice what one worker can keep busy: the first trial measures a request's latency over one
+connection against the server's CPU per request, and under one GIL a worker runs one request's
+Python at a time, so an app that is all CPU gains nothing from threads beyond the ones that overlap
+its I/O. The best screened candidate, and the runner-up when within 10% of it, then get full
+trials; the recommendation is the full trial with the highest sustainable throughput whose memory
+fits the limit with headroom; within TIE (5%) of it, fewer workers, then fewer threads.
 A candidate whose predicted memory (the master plus one worker's RSS per worker, from the trials
 so far) does not fit is skipped without running.
 """
@@ -27,7 +30,6 @@ from .trial import MIB, Trial, TrialRunner
 
 HEADROOM = 0.8  # the share of the memory limit a configuration may use
 TIE = 0.05  # throughputs this close are equal (trials on a busy machine vary by as much): prefer the cheaper
-IMPROVE = 0.03  # a neighbour must gain this much for the search to move there
 THREADS = (1, 2, 4, 8, 16, 32, 64, 128)
 COARSE_THREADS = (1, 4, 16, 64)
 CONFIRM = 2  # the best screened candidates that get a full trial...
@@ -100,6 +102,8 @@ class Search:
     trials: list[Trial] = field(default_factory=list)  # in the order they ran, screens and full
     stop_reason: str = ""
     started: float = 0.0
+    thread_limit: int | None = None  # the most threads worth trying, from the first trial
+    thread_limit_why: str = ""
 
     @property
     def workers(self) -> list[int]:
@@ -107,7 +111,10 @@ class Search:
 
     @property
     def threads(self) -> list[int | None]:
-        return list(sorted(self.only_threads or THREADS)) if self.threaded else [None]
+        if not self.threaded:
+            return [None]
+        counts: list[int | None] = list(sorted(self.only_threads or THREADS))
+        return counts
 
     def run(self) -> Trial | None:
         """Screen, climb, confirm; the recommended full trial (None when none qualifies)."""
@@ -116,11 +123,15 @@ class Search:
             start_workers = min(self.workers, key=lambda w: abs(w - self.machine.cpus))
             threads: int | None = None
             if self.threaded:
-                coarse = [t for t in self.threads if t in COARSE_THREADS] or self.threads[::3]
+                candidates = self.threads
+                coarse = [t for t in candidates if t in COARSE_THREADS] or candidates[::3]
+                self._limit_threads(self._run(Trial(start_workers, coarse[0]), quick=True, one_connection=True))
+                candidates = [t for t in candidates if self.thread_limit is None or (t or 0) <= self.thread_limit]
                 for t in coarse:
-                    self._screen(start_workers, t)
+                    if t in candidates:
+                        self._screen(start_workers, t)
                 best = self._best_screened(lambda trial: trial.workers == start_workers)
-                threads = self._climb(self.threads, best.threads if best else coarse[0], lambda t: (start_workers, t))
+                threads = self._climb(candidates, best.threads if best else coarse[0], lambda t: (start_workers, t))
             workers: int = self._climb(self.workers, start_workers, lambda w: (w, threads))
             self._confirm()
             self.stop_reason = (f"the search converged (last climb at {describe(Trial(workers, threads))}) after "
@@ -128,30 +139,48 @@ class Search:
         except OutOfBudget:
             self.stop_reason = (f"the budget ({self.budget:g}s) is spent: {len(self._ran('screen'))} screening and "
                                 f"{len(self._ran('full'))} full trials ran; raise --budget to search further")
+        if self.thread_limit_why:
+            self.stop_reason += f"; {self.thread_limit_why}"
         return recommend(self.trials)
 
     # the search --------------------------------------------------------------------------
 
     def _climb(self, values: Sequence[Any], start: Any, key: Callable[[Any], tuple[int, int | None]]) -> Any:
-        """Move along one axis towards the better neighbour while it gains more than IMPROVE."""
+        """Move along one axis towards the better neighbour while it gains more than TIE."""
         index = values.index(start)
         current = self._screen(*key(start))
         while True:
             neighbours = [i for i in (index - 1, index + 1) if 0 <= i < len(values)]
             scored = [(self._screen(*key(values[i])), i) for i in neighbours]
             better = [(trial, i) for trial, i in scored
-                      if _usable(trial) and trial.throughput > _score(current) * (1 + IMPROVE)]
+                      if _usable(trial) and trial.throughput > _score(current) * (1 + TIE)]
             if not better:
                 return values[index]
             current, index = max(better, key=lambda pair: pair[0].throughput)
 
+    def _limit_threads(self, trial: Trial) -> None:
+        """Threads beyond twice the requests one worker can keep busy (a request's latency over its
+        CPU) cannot add throughput: don't spend trials on them. Not when --threads names them."""
+        if self.only_threads or not trial.cpu_ms:
+            return
+        busy = trial.service_ms / trial.cpu_ms
+        fitting = [t for t in THREADS if t <= 2 * busy]
+        self.thread_limit = max(fitting, default=THREADS[0])
+        if self.thread_limit < THREADS[-1]:
+            self.thread_limit_why = (
+                f"threads above {self.thread_limit} not tried: one request at a time took {trial.service_ms:.2f} ms, "
+                f"{trial.cpu_ms:.2f} ms of it on the server's CPU, so a worker keeps at most {busy:.1f} busy")
+
     def _confirm(self) -> None:
-        """Full trials for the best screened candidate, and for the runners-up close enough that
-        screening cannot tell them apart."""
-        screened = sorted((t for t in self._ran("screen") if _usable(t)), key=lambda t: -t.throughput)
-        for trial in screened[:CONFIRM]:
-            if trial.throughput >= screened[0].throughput * (1 - CLOSE):
-                self._run(Trial(trial.workers, trial.threads), quick=False)
+        """Full trials for the best screened candidate (the cheapest within TIE of the fastest),
+        and for the runner-up when close enough that screening cannot tell them apart."""
+        screened = [t for t in self._ran("screen") if _usable(t)]
+        if not screened:
+            return
+        best = cheapest(screened)
+        close = [t for t in screened if t is not best and t.throughput >= best.throughput * (1 - CLOSE)]
+        for trial in [best, *sorted(close, key=lambda t: -t.throughput)][:CONFIRM]:
+            self._run(Trial(trial.workers, trial.threads), quick=False)
 
     def _screen(self, workers: int, threads: int | None) -> Trial:
         for trial in self.trials:
@@ -159,7 +188,7 @@ class Search:
                 return trial
         return self._run(Trial(workers, threads), quick=True)
 
-    def _run(self, trial: Trial, quick: bool) -> Trial:
+    def _run(self, trial: Trial, quick: bool, one_connection: bool = False) -> Trial:
         trial.kind = "screen" if quick else "full"
         predicted = self.predicted_memory(trial.workers)
         if predicted > self.machine.memory_budget:
@@ -174,7 +203,7 @@ class Search:
             raise OutOfBudget
         self.trials.append(trial)
         self.on_trial(trial)
-        self.runner.run(trial, quick=quick)
+        self.runner.run(trial, quick=quick, one_connection=one_connection)
         trial.fits = trial.rss_total <= self.machine.memory_budget
         if not trial.fits:
             trial.note = (f"used {trial.rss_total / MIB:,.0f} MiB, over {HEADROOM:.0%} of the "
@@ -204,7 +233,7 @@ class Search:
 
     def _best_screened(self, where: Callable[[Trial], bool]) -> Trial | None:
         usable = [t for t in self._ran("screen") if where(t) and _usable(t)]
-        return max(usable, key=lambda t: t.throughput, default=None)
+        return cheapest(usable) if usable else None
 
 
 def _usable(trial: Trial) -> bool:
@@ -215,14 +244,17 @@ def _score(trial: Trial) -> float:
     return trial.throughput if _usable(trial) else 0.0
 
 
+def cheapest(trials: list[Trial]) -> Trial:
+    """The fastest of `trials`, or, within TIE of it, the one with fewer workers, then fewer threads."""
+    fastest = max(t.throughput for t in trials)
+    near = [t for t in trials if t.throughput >= fastest * (1 - TIE)]
+    return min(near, key=lambda t: (t.workers, t.threads or 0))
+
+
 def recommend(trials: list[Trial]) -> Trial | None:
     """The full trial with the best sustainable throughput that fits; ties go to the cheaper one."""
     usable = [t for t in trials if t.kind == "full" and _usable(t)]
-    if not usable:
-        return None
-    best = max(usable, key=lambda t: t.throughput)
-    near = [t for t in usable if t.throughput >= best.throughput * (1 - TIE)]
-    return min(near, key=lambda t: (t.workers, t.threads or 0))
+    return cheapest(usable) if usable else None
 
 
 def reason(pick: Trial, trials: list[Trial]) -> str:

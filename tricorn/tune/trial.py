@@ -20,6 +20,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from ..system import rss_bytes
 
 FULL_RAMP = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # × the probe's throughput
 QUICK_RAMP = (0.7, 0.9, 1.05, 1.25, 1.5, 2.0, 3.0)
+ONE_CONNECTION_S = 1.0  # seconds of one request at a time, when asked for
 BELOW = 0.5  # when even the first rate fails: try this fraction of it, a few times
 MIB = 1 << 20
 
@@ -74,6 +76,8 @@ class Trial:
     status: str = "pending"  # ok | failed | skipped | interrupted
     note: str = ""
     capacity: float = 0.0  # the closed-loop probe's throughput
+    service_ms: float = 0.0  # a request's mean latency over one connection (no queueing), when measured...
+    cpu_ms: float = 0.0  # ...and the server's CPU per request meanwhile, at most (0: too little to measure)
     throughput: float = 0.0  # sustainable: the best step that met the target
     p50_ms: float = 0.0
     p99_ms: float = 0.0
@@ -100,6 +104,7 @@ class Trial:
         return {
             "workers": self.workers, "threads": self.threads, "kind": self.kind, "status": self.status,
             "note": self.note, "command": self.command, "capacity_rps": round(self.capacity, 1),
+            "service_ms": round(self.service_ms, 3), "cpu_ms": round(self.cpu_ms, 3),
             "throughput": round(self.throughput, 1), "p50_ms": round(self.p50_ms, 2), "p99_ms": round(self.p99_ms, 2),
             "server_cpu": round(self.server_cpu, 2), "generator_cpu": round(self.generator_cpu, 2),
             "generator_bound": self.generator_bound, "rss_mb": round(self.rss_total / MIB, 1),
@@ -134,8 +139,6 @@ class ServerCommand:
 
     def process_argv(self, argv: list[str]) -> list[str]:
         """What to execute: tricorn through this interpreter, so it need not be on PATH."""
-        import sys
-
         return [sys.executable, "-m", "tricorn", *argv[1:]] if self.template is None else argv
 
 
@@ -313,11 +316,11 @@ class TrialRunner:
         self.workload = workload
         self.engine = engine
 
-    def run(self, trial: Trial, quick: bool = False) -> Trial:
+    def run(self, trial: Trial, quick: bool = False, one_connection: bool = False) -> Trial:
         workload = self.workload
         port = free_port()
         argv = self.server.argv(trial.workers, trial.threads, port)
-        trial.command, trial.kind = shlex.join(argv), "screen" if quick else "full"
+        trial.command = shlex.join(argv)
         server = ServerProcess(self.server.process_argv(argv), workload.server_cores,
                                self.server.counted(trial.workers))
         began = time.monotonic()
@@ -326,6 +329,8 @@ class TrialRunner:
             server.start()
             server.wait_ready(port, workload.path, workload.start_timeout)
             target, scenario = workload.scenario(f"http://127.0.0.1:{port}")
+            if one_connection:
+                self._one_connection(trial, server, target, scenario)
             if self._probe(trial, server, target, scenario, quick):
                 self._ramp(trial, server, target, scenario, quick)
             trial.status = "ok" if trial.throughput > 0 else "failed"
@@ -353,6 +358,22 @@ class TrialRunner:
             return summary, server_cpu, None, None
         served, server.served = sum(counters[0]) - server.served, sum(counters[0])
         return summary, server_cpu, served, counters[1]
+
+    def _one_connection(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario) -> None:
+        """One request at a time: its latency against the server's CPU per request says how many
+        requests one worker can keep busy (wall / CPU: 1 when all CPU, 100 when it mostly waits),
+        the most threads that can pay under one GIL."""
+        load = Load("closed", connections=1, duration=ONE_CONNECTION_S, warmup=ONE_CONNECTION_S / 5,
+                    timeout=self._timeout())
+        before, began = server.cpu_seconds(), time.monotonic()
+        summary = self.engine.measure(target, scenario, load)
+        # Each process's CPU time counts in clock ticks: take the least it can have been, so that a
+        # request never looks busier than it is. The load ran at one pace throughout (warmup too).
+        used = server.cpu_seconds() - before - len(server.pids()) / os.sysconf("SC_CLK_TCK")
+        cores = max(0.0, used) / (time.monotonic() - began)
+        if summary["throughput_rps"] > 0:
+            trial.service_ms = summary["latency_ms"]["mean"]
+            trial.cpu_ms = cores * 1000 / summary["throughput_rps"]
 
     def _probe(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario, quick: bool) -> bool:
         """A closed loop with enough connections to keep every worker thread busy: a first guess
