@@ -136,15 +136,38 @@ def raw_exchange(port: int, request: bytes, then: bytes = b"", timeout: float = 
         return received
 
 
-def frame(opcode: int, payload: bytes, mask: bool = True, fin: bool = True) -> bytes:
-    head = bytes([(0x80 if fin else 0) | opcode])
+def frame(opcode: int, payload: bytes, mask: bool = True, fin: bool = True, rsv: int = 0) -> bytes:
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
     key = b"\x01\x02\x03\x04"
-    length = len(payload)
-    head += bytes([(0x80 if mask else 0) | length]) if length < 126 else bytes([(0x80 if mask else 0) | 126]) + \
-        struct.pack("!H", length)
+    length, masked = len(payload), 0x80 if mask else 0
+    if length < 126:
+        head += bytes([masked | length])
+    elif length < 1 << 16:
+        head += bytes([masked | 126]) + struct.pack("!H", length)
+    else:
+        head += bytes([masked | 127]) + struct.pack("!Q", length)
     if not mask:
         return head + payload
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The whole frames at the start of `data` (opcode, payload), and what is left; each is checked
+    to be final and unmasked, as a server's frames must be."""
+    frames, at = [], 0
+    while len(data) - at >= 2:
+        first, second = data[at], data[at + 1]
+        assert first & 0xF0 == 0x80 and second & 0x80 == 0, data[at:at + 16]
+        length, head = second & 0x7F, 2
+        if length == 126:
+            length, head = struct.unpack("!H", data[at + 2:at + 4])[0], 4
+        elif length == 127:
+            length, head = struct.unpack("!Q", data[at + 2:at + 10])[0], 10
+        if len(data) - at < head + length:
+            break
+        frames.append((first & 0x0F, data[at + head:at + head + length]))
+        at += head + length
+    return frames, data[at:]
 
 
 def close_code_in(data: bytes) -> int:
@@ -162,14 +185,60 @@ def close_code_in(data: bytes) -> int:
     (frame(0x3, b"PAYLOAD"), 1002),  # a reserved opcode
     (frame(0x8, struct.pack("!H", 1005) + b"PAYLOAD"), 1002),  # a close code that must not be sent
     (frame(0x1, b"PAYLOAD", fin=False) + frame(0x2, b"PAYLOAD"), 1002),  # a new message amid a fragmented one
+    (frame(0x1, b"PAYLOAD", rsv=4), 1002),  # compressed, but no extension was negotiated
+    (frame(0x2, b"PAYLOAD" * 200), 1009),  # over --ws-max-size
 ])
 def test_bad_frames_close_with_the_right_code_and_never_reach_the_app(serve, bad: bytes, code: int) -> None:  # type: ignore[no-untyped-def]
-    server = serve("ws_apps:echo", "--no-ws-per-message-deflate")
+    server = serve("ws_apps:echo", "--no-ws-per-message-deflate", "--ws-max-size", "1000")
     received = raw_exchange(server.port, HANDSHAKE, then=bad)
     assert received.startswith(b"HTTP/1.1 101")
     assert close_code_in(received) == code
     assert b"PAYLOAD" not in received  # the echo app never saw it as data...
     server.wait_for(lambda: server.records() == [f"disconnect-{code}"], what="...only as a disconnect")
+
+
+def test_a_good_message_then_a_bad_one_in_one_write(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("ws_apps:hold", "--no-ws-per-message-deflate")
+    received = raw_exchange(server.port, HANDSHAKE, then=frame(0x1, b"fine") + frame(0x1, b"PAYLOAD \xff"))
+    assert close_code_in(received) == 1007
+    server.wait_for(lambda: server.records() == ["received-fine", "disconnect-1007"], what="one message, then 1007")
+
+
+def test_messages_of_every_length_pipelined_amid_control_frames_and_fragments(serve) -> None:  # type: ignore[no-untyped-def]
+    """Plain messages take a direct path and the rest the protocol library's: interleaved in one
+    write, every message comes back whole and in order, and the ping gets its pong."""
+    server = serve("ws_apps:echo")
+    sizes = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000]
+    messages = [(0x1 if i % 2 else 0x2, bytes((i + n) % 128 for n in range(size))) for i, size in enumerate(sizes)]
+    stream = b"".join(frame(opcode, payload) for opcode, payload in messages[:5])
+    stream += frame(0x9, b"ping!") + frame(0x1, b"frag", fin=False) + frame(0x9, b"") + frame(0x0, b"mented")
+    stream += b"".join(frame(opcode, payload) for opcode, payload in messages[5:])
+    expected = [*messages[:5], (0x1, b"fragmented"), *messages[5:]]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(HANDSHAKE)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 101")
+        pending = received.split(b"\r\n\r\n", 1)[1]
+        sock.sendall(stream[:7])  # a frame cut in two...
+        sock.sendall(stream[7:])  # ...then all the rest at once
+        data: list[tuple[int, bytes]] = []
+        control: list[tuple[int, bytes]] = []
+        while len(data) < len(expected):
+            chunk = sock.recv(1 << 20)
+            assert chunk, (len(data), control)
+            frames, pending = server_frames(pending + chunk)
+            data += [f for f in frames if f[0] < 0x8]
+            control += [f for f in frames if f[0] >= 0x8]
+        assert data == expected
+        assert control == [(0xA, b"ping!"), (0xA, b"")]
+        sock.sendall(frame(0x8, struct.pack("!H", 1000)))
+        rest = pending
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert server_frames(rest)[0] == [(0x8, struct.pack("!H", 1000))]
+    server.wait_for(lambda: server.records() == ["disconnect-1000"], what="the app told of the close")
 
 
 @pytest.mark.parametrize(("handshake", "expect"), [

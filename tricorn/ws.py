@@ -5,9 +5,11 @@ protocol library writes, and the app never runs. Then the app gets `websocket.co
 with `websocket.accept` (subprotocol, extra headers), `websocket.close` (a 403 before accepting) or
 a denial response (`websocket.http.response.start` / `.body`). Frames are parsed, unmasked, checked
 (UTF-8, opcodes, close codes, --ws-max-size across fragments) and answered (pings, the closing
-handshake) by the protocol object; this module reassembles fragmented messages, queues them for
-`receive()` (pausing the socket when the app falls behind), waits for the socket to drain in
-`send()`, pings idle peers, and closes with 1001 on shutdown and 1011 when the app fails.
+handshake) by the protocol object, except the plain ones that make up most traffic (whole,
+uncompressed text and binary messages up to 64 KiB), which this module reads and writes directly.
+It reassembles fragmented messages, queues them for `receive()` (pausing the socket when the app
+falls behind), waits for the socket to drain in `send()`, pings idle peers, and closes with 1001
+on shutdown and 1011 when the app fails.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import struct
 from typing import TYPE_CHECKING, Any
 
 from websockets.datastructures import Headers
@@ -24,6 +27,11 @@ from websockets.http11 import Request as HandshakeRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # a build without the C extension
+    from websockets.utils import apply_mask
 
 from .asgi import ASGI_VERSION, decode_path
 from .wsgi import ClientDisconnected
@@ -35,6 +43,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tricorn.error")
 
+FAST_MAX = 0xFFFF  # the largest payload the direct path takes (a 2-byte length), both ways
 QUEUE_HIGH = 16  # messages waiting for the app's receive(): beyond, stop reading the socket
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's close frame after ours
 
@@ -49,7 +58,6 @@ class WebSocketAdapter:
         self.ping_interval = config.ws_ping_interval
         self.ping_timeout = config.ws_ping_timeout
         self.deflate = config.ws_per_message_deflate
-        self.graceful_timeout = config.graceful_timeout
         self.state = state
 
     def start(self, conn: HttpConnection, request: Request) -> WebSocketSession:
@@ -189,12 +197,20 @@ class WebSocketSession:
             if self.closed:
                 raise ClientDisconnected("the WebSocket is closed")
             if message.get("bytes") is not None:
-                self.protocol.send_binary(message["bytes"])
+                payload, opcode = bytes(message["bytes"]), 0x82
             elif message.get("text") is not None:
-                self.protocol.send_text(message["text"].encode("utf-8"))
+                payload, opcode = message["text"].encode("utf-8"), 0x81
             else:
                 raise RuntimeError("websocket.send needs bytes or text")
-            self._flush()
+            if len(payload) <= FAST_MAX and not self.protocol.extensions and self.protocol.state is State.OPEN:
+                # A plain unmasked frame the library would write the same, without its per-frame cost.
+                size = len(payload)
+                head = struct.pack("!BB", opcode, size) if size < 126 else struct.pack("!BBH", opcode, 126, size)
+                if not self.conn.transport.is_closing():
+                    self.conn.transport.write(head + payload)
+            else:
+                (self.protocol.send_text if opcode == 0x81 else self.protocol.send_binary)(payload)
+                self._flush()
             await self.conn.drain()  # a slow reader holds the sender here, not in our memory
         elif kind == "websocket.close":
             if self.accepted:
@@ -260,8 +276,48 @@ class WebSocketSession:
             if not self.closed and len(self.early) < (self.adapter.max_size or 1 << 20):
                 self.early += data  # kept for after the handshake (RFC 6455 says to wait for it)
             return
+        if self._direct_in():
+            data = self._receive_direct(data)
+            if not data:
+                return
         self.protocol.receive_data(data)
         self._process()
+
+    def _direct_in(self) -> bool:
+        """Whether the next frame may bypass the protocol library: it holds no partial frame, no
+        fragmented message is under way, and the connection is open."""
+        return (not self.fragments and not self.protocol.reader.buffer and not self.closed
+                and self.protocol.state is State.OPEN)
+
+    def _receive_direct(self, data: bytes) -> bytes:
+        """Queue the plain messages at the head of `data` without the protocol library (which
+        costs more per frame than the rest of a round trip through tricorn): whole, masked,
+        unfragmented text or binary frames without RSV bits (so not compressed), up to FAST_MAX
+        and --ws-max-size, text that is valid UTF-8. What is left, from the first other frame on
+        (a control frame, a fragment, anything the library must check or refuse), goes to it."""
+        at, end = 0, len(data)
+        limit = min(FAST_MAX, self.adapter.max_size or FAST_MAX)
+        while end - at >= 6:
+            first, second = data[at], data[at + 1]
+            if (first != 0x81 and first != 0x82) or second < 0x80:  # FIN + text/binary; masked
+                break
+            length, head = second & 0x7F, 6
+            if length == 126:
+                length, head = int.from_bytes(data[at + 2:at + 4], "big"), 8
+            elif length == 127:
+                break
+            if length > limit or end - at < head + length:
+                break
+            payload = apply_mask(data[at + head:at + head + length], data[at + head - 4:at + head])
+            if first == 0x81:
+                try:
+                    self._queue({"type": "websocket.receive", "text": payload.decode("utf-8")})
+                except UnicodeDecodeError:
+                    break
+            else:
+                self._queue({"type": "websocket.receive", "bytes": payload})
+            at += head + length
+        return data[at:] if at else data
 
     def eof_received(self) -> None:
         self.protocol.receive_eof()

@@ -90,12 +90,14 @@ async def flood(scope, receive, send):
 
 
 async def hold(scope, receive, send):
-    """Stays open until the peer or the server closes; records the disconnect code."""
+    """Stays open until the peer or the server closes, answering nothing; records each text message
+    and the disconnect code."""
     if scope["type"] != "websocket":
         return
     await receive()
     await send({"type": "websocket.accept"})
-    message = await receive()
+    while (message := await receive())["type"] != "websocket.disconnect":
+        _record(f"received-{message.get('text')}")
     _record(f"disconnect-{message['code']}")
 
 

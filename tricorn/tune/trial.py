@@ -37,6 +37,7 @@ from ..system import rss_bytes
 FULL_RAMP = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # × the probe's throughput
 QUICK_RAMP = (0.7, 0.9, 1.05, 1.25, 1.5, 2.0, 3.0)
 ONE_CONNECTION_S = 1.0  # seconds of one request at a time, when asked for
+GROW, BEYOND = 1.25, 10  # past the ramp's last rate: this much higher each step, at most this many steps
 BELOW = 0.5  # when even the first rate fails: try this fraction of it, a few times
 MIB = 1 << 20
 
@@ -403,10 +404,16 @@ class TrialRunner:
         best: Step | None = None
         failed: Step | None = None
         rates = [trial.capacity * f for f in ramp]
+        beyond = 0
         while rates:
             step = self._checked_step(trial, server, target, scenario, rates.pop(0), durations)
             if step.passed:
                 best = step
+                if not rates and beyond < BEYOND:
+                    # The probe can underestimate a lot: with its connections all waiting on a slow
+                    # app (Little's law), not on the server. Keep rising until a rate fails.
+                    beyond += 1
+                    rates = [step.offered * GROW]
                 continue
             failed = step
             if best is None and len(trial.steps) < 4 and step.offered * BELOW >= 1:
