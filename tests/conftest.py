@@ -31,6 +31,15 @@ def free_port(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _read_all(fd: int) -> str:
+    """pread, not seek+read: the file offset is shared with the server, whose appends move it."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
 class Server:
     """A tricorn process serving `app` from tests/apps on a pre-bound free port."""
 
@@ -79,13 +88,11 @@ class Server:
 
     @property
     def stderr(self) -> str:
-        self._err.seek(0)
-        return self._err.read().decode(errors="replace")
+        return _read_all(self._err.fileno())
 
     @property
     def stdout(self) -> str:
-        self._out.seek(0)
-        return self._out.read().decode(errors="replace")
+        return _read_all(self._out.fileno())
 
     def records(self) -> list[str]:
         return self.record.read_text().split() if self.record.exists() else []

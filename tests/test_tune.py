@@ -48,10 +48,30 @@ def check_evidence(data: dict[str, Any]) -> None:
     full = [t for t in ran if t["kind"] == "full"]
     assert any((t["workers"], t["threads"]) == (rec["workers"], rec["threads"]) for t in full)
     screens = [t for t in ran if t["kind"] == "screen"]
-    assert len(screens) >= 2, "the search screens candidates before confirming"
+    # ...unless the measured limits leave one candidate: one worker that kept its CPU busy, no threads.
+    only_one = data["worker_limit"] == 1 and all(t["threads"] in (None, 1) for t in ran)
+    assert len(screens) >= 2 or (only_one and screens), "the search screens candidates before confirming"
     # The pick is the best full trial, or within 5% of it (search.TIE) and cheaper.
     assert rec["throughput"] >= 0.95 * max(t["throughput"] for t in full if t["fits"])
     assert "search converged" in data["stop_reason"] or "budget" in data["stop_reason"]
+
+
+def check_server_counters(data: dict[str, Any]) -> int:
+    """tricorn's own counters, from its scoreboard, where a master keeps one (2+ workers).
+    Returns how many trials had them."""
+    checked = 0
+    for trial in data["trials"]:
+        if trial["status"] != "ok":
+            continue
+        if trial["workers"] == 1:
+            assert trial["requests_per_worker"] == [] and all(s["server_requests"] is None for s in trial["steps"])
+            continue
+        served = trial["requests_per_worker"]
+        assert len(served) == trial["workers"] and all(n > 0 for n in served), trial
+        assert sum(served) >= 0.8 * sum(s["requests"] for s in trial["steps"]), trial
+        assert all(s["server_requests"] is not None and s["loop_lag_ms"] is not None for s in trial["steps"])
+        checked += 1
+    return checked
 
 
 def close_to_cpus(workers: int, cpus: int) -> bool:
@@ -68,6 +88,8 @@ def test_io_bound_wsgi_gets_many_threads(tmp_path: Path) -> None:
     # A request mostly waits: the one-connection measurement leaves every thread count open.
     first = data["trials"][0]
     assert first["service_ms"] >= 50 and data["thread_limit"] in (None, 64, 128), data["stdout"]
+    # ...and its workers left the CPU idle, so 2+ workers were tried, each counted by the master.
+    assert data["worker_limit"] is None and check_server_counters(data) >= 1, data["stdout"]
 
 
 def test_cpu_bound_wsgi_gets_few_threads_and_a_worker_per_cpu(tmp_path: Path) -> None:
@@ -80,6 +102,9 @@ def test_cpu_bound_wsgi_gets_few_threads_and_a_worker_per_cpu(tmp_path: Path) ->
     assert first["cpu_ms"] >= 0.7 * first["service_ms"] > 0, first
     assert data["thread_limit"] <= 2 and all(t["threads"] <= 2 for t in data["trials"]), data["stdout"]
     assert "threads above" in data["stop_reason"] and "on the server's CPU" in data["stop_reason"]
+    # ...and the server used its CPUs at the workers = CPUs trial: more processes were not tried.
+    assert data["worker_limit"] == data["machine"]["cpus"], data["stdout"]
+    assert all(t["workers"] <= data["machine"]["cpus"] for t in data["trials"]), data["stdout"]
     assert close_to_cpus(rec["workers"], data["machine"]["cpus"]), data["stdout"]
 
 
@@ -97,17 +122,9 @@ def test_io_bound_asgi_gets_a_worker_per_cpu_and_no_threads(asgi_tune: dict[str,
     rec = asgi_tune["recommendation"]
     assert rec["threads"] is None and all(t["threads"] is None for t in asgi_tune["trials"])
     assert close_to_cpus(rec["workers"], asgi_tune["machine"]["cpus"]), asgi_tune["stdout"]
-    # tricorn's own counters, from its scoreboard, where a master keeps one (2+ workers).
-    for trial in asgi_tune["trials"]:
-        if trial["status"] != "ok":
-            continue
-        if trial["workers"] == 1:
-            assert trial["requests_per_worker"] == [] and all(s["server_requests"] is None for s in trial["steps"])
-            continue
-        served = trial["requests_per_worker"]
-        assert len(served) == trial["workers"] and all(n > 0 for n in served), trial
-        assert sum(served) >= 0.8 * sum(s["requests"] for s in trial["steps"]), trial
-        assert all(s["server_requests"] is not None and s["loop_lag_ms"] is not None for s in trial["steps"])
+    if asgi_tune["worker_limit"] is not None:  # the server used its CPUs: no more processes than them
+        assert all(t["workers"] <= asgi_tune["worker_limit"] for t in asgi_tune["trials"]), asgi_tune["stdout"]
+    check_server_counters(asgi_tune)
     # --write: the snippet went into the file, and tricorn reads it back.
     toml = asgi_tune["dir"] / "tricorn.toml"
     assert toml.read_text() == f"workers = {rec['workers']}\n"
@@ -118,7 +135,9 @@ def test_io_bound_asgi_gets_a_worker_per_cpu_and_no_threads(asgi_tune: dict[str,
 
 def test_memory_heavy_app_gets_no_more_workers_than_fit(tmp_path: Path) -> None:
     # 150 MB per worker and a 300 MiB limit: one worker fits in the 80% headroom, two do not.
-    data = tuned(tmp_path, "examples.tuning:memory_wsgi", "--memory", "300m", env={"MEMORY_MB": "150"})
+    # --workers names the candidates: beyond the CPUs too, which a CPU-bound app would not get.
+    data = tuned(tmp_path, "examples.tuning:memory_wsgi", "--memory", "300m", "--workers", "1,2,3,4",
+                 env={"MEMORY_MB": "150"})
     rec = data["recommendation"]
     assert rec["workers"] == 1 and rec["rss_mb"] <= 240, data["stdout"]
     refused = [t for t in data["trials"] if t["workers"] >= 2]

@@ -164,6 +164,7 @@ def result(target: str, machine: Machine, work: Workload, search: Search, pick: 
         "snippet": snippet,
         "stop_reason": search.stop_reason,
         "thread_limit": search.thread_limit,
+        "worker_limit": search.worker_limit,
         "error": error,
         "machine": {"cpus": machine.cpus, "cpus_why": machine.cpus_why, "memory_mb": round(machine.memory / MIB, 1),
                     "memory_why": machine.memory_why, "memory_budget_mb": round(machine.memory_budget / MIB, 1),

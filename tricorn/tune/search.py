@@ -10,9 +10,12 @@ gains more than TIE), then workers at the best thread count, the same way. Threa
 up to twice what one worker can keep busy: the first trial measures a request's latency over one
 connection against the server's CPU per request, and under one GIL a worker runs one request's
 Python at a time, so an app that is all CPU gains nothing from threads beyond the ones that overlap
-its I/O. The best screened candidate, and the runner-up when within 10% of it, then get full
-trials; the recommendation is the full trial with the highest sustainable throughput whose memory
-fits the limit with headroom; within TIE (5%) of it, fewer workers, then fewer threads.
+its I/O. Likewise workers beyond the CPUs are tried only when the trial at workers = CPUs left
+CPU time idle at its highest load (used less than SATURATED of its cores): more processes than
+cores can only fill idle time. The best screened candidate, and the runner-up when within 10% of
+it, then get full trials; the recommendation is the full trial with the highest sustainable
+throughput whose memory fits the limit with headroom; within TIE (5%) of it, fewer workers, then
+fewer threads.
 A candidate whose predicted memory (the master plus one worker's RSS per worker, from the trials
 so far) does not fit is skipped without running.
 """
@@ -34,6 +37,7 @@ THREADS = (1, 2, 4, 8, 16, 32, 64, 128)
 COARSE_THREADS = (1, 4, 16, 64)
 CONFIRM = 2  # the best screened candidates that get a full trial...
 CLOSE = 0.1  # ...when within this share of the best
+SATURATED = 0.7  # of its cores busy (as measured over a step, overheads in): more processes than cores gain nothing
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class Search:
     started: float = 0.0
     thread_limit: int | None = None  # the most threads worth trying, from the first trial
     thread_limit_why: str = ""
+    worker_limit: int | None = None  # the most workers worth trying, from the trial at workers = CPUs
+    worker_limit_why: str = ""
 
     @property
     def workers(self) -> list[int]:
@@ -132,15 +138,18 @@ class Search:
                         self._screen(start_workers, t)
                 best = self._best_screened(lambda trial: trial.workers == start_workers)
                 threads = self._climb(candidates, best.threads if best else coarse[0], lambda t: (start_workers, t))
-            workers: int = self._climb(self.workers, start_workers, lambda w: (w, threads))
+            self._limit_workers(self._screen(start_workers, threads))
+            candidates_w = [w for w in self.workers if self.worker_limit is None or w <= self.worker_limit]
+            workers: int = self._climb(candidates_w, start_workers, lambda w: (w, threads))
             self._confirm()
             self.stop_reason = (f"the search converged (last climb at {describe(Trial(workers, threads))}) after "
                                 f"{len(self._ran('screen'))} screening and {len(self._ran('full'))} full trials")
         except OutOfBudget:
             self.stop_reason = (f"the budget ({self.budget:g}s) is spent: {len(self._ran('screen'))} screening and "
                                 f"{len(self._ran('full'))} full trials ran; raise --budget to search further")
-        if self.thread_limit_why:
-            self.stop_reason += f"; {self.thread_limit_why}"
+        for why in (self.thread_limit_why, self.worker_limit_why):
+            if why:
+                self.stop_reason += f"; {why}"
         return recommend(self.trials)
 
     # the search --------------------------------------------------------------------------
@@ -170,6 +179,23 @@ class Search:
             self.thread_limit_why = (
                 f"threads above {self.thread_limit} not tried: one request at a time took {trial.service_ms:.2f} ms, "
                 f"{trial.cpu_ms:.2f} ms of it on the server's CPU, so a worker keeps at most {busy:.1f} busy")
+
+    def _limit_workers(self, trial: Trial) -> None:
+        """More processes than cores only share the cores: they can add throughput only by filling
+        CPU time that the workers = CPUs trial left idle. When that trial kept SATURATED of its
+        cores busy at the highest rate offered (their idle time, when pinned; else the server's
+        own CPU), don't spend trials on more. Not when --workers names them."""
+        if self.only_workers or trial.status != "ok" or not trial.steps:
+            return
+        cores = self.machine.cpus
+        busy = max(cores - step.server_idle if step.server_idle is not None else step.server_cpu
+                   for step in trial.steps)
+        if busy < SATURATED * cores:
+            return
+        self.worker_limit = trial.workers
+        plural = "s" if cores != 1 else ""
+        self.worker_limit_why = (f"workers above {trial.workers} not tried: {describe(trial)} kept "
+                                 f"{min(1.0, busy / cores):.0%} of {cores} CPU{plural} busy at its highest load")
 
     def _confirm(self) -> None:
         """Full trials for the best screened candidate (the cheapest within TIE of the fastest),

@@ -60,6 +60,7 @@ class Step:
     passed: bool
     generator_saturated: bool = False  # the generator, not the server, could not keep up
     why: str = ""  # what broke the target
+    server_idle: float | None = None  # the server's cores' idle time, in cores (when pinned apart)
     server_requests: int | None = None  # what the workers themselves counted (tricorn, 2+ workers)
     loop_lag_ms: float | None = None  # the workers' largest event-loop lag at the step's end
 
@@ -154,6 +155,17 @@ class Workload:
     step: float  # seconds each full step measures
     server_cores: frozenset[int] | None = None
     start_timeout: float = 30.0
+
+
+def idle_seconds(cores: frozenset[int]) -> float:
+    """The idle (and I/O wait) time of these CPUs since boot, from /proc/stat."""
+    total = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cores:
+                total += int(fields[3]) + int(fields[4])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -347,18 +359,23 @@ class TrialRunner:
         return trial
 
     def _measure(self, server: ServerProcess, target: Target, scenario: Scenario,
-                 load: Load) -> tuple[dict[str, Any], float, int | None, float | None]:
-        """Run the engine in the generator's processes: its summary, the server's CPU in cores, and
-        the server's own counters when it has them: the requests it counted meanwhile (to the
-        half second its workers write them at) and its largest event-loop lag (ms) at the end."""
+                 load: Load) -> tuple[dict[str, Any], float, float | None, int | None, float | None]:
+        """Run the engine in the generator's processes: its summary, the server's CPU in cores, the
+        idle time of the server's cores in cores (when pinned), and the server's own counters when
+        it has them: the requests it counted meanwhile (to the half second its workers write them
+        at) and its largest event-loop lag (ms) at the end."""
+        cores = self.workload.server_cores
         cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
+        idle_before = idle_seconds(cores) if cores else 0.0
         summary = self.engine.measure(target, scenario, load)
-        server_cpu = (server.cpu_seconds() - cpu_before) / max(1e-9, time.monotonic() - wall_before)
+        wall = max(1e-9, time.monotonic() - wall_before)
+        server_cpu = (server.cpu_seconds() - cpu_before) / wall
+        idle = (idle_seconds(cores) - idle_before) / wall if cores else None
         counters = server.counters()
         if counters is None:
-            return summary, server_cpu, None, None
+            return summary, server_cpu, idle, None, None
         served, server.served = sum(counters[0]) - server.served, sum(counters[0])
-        return summary, server_cpu, served, counters[1]
+        return summary, server_cpu, idle, served, counters[1]
 
     def _one_connection(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario) -> None:
         """One request at a time: its latency against the server's CPU per request says how many
@@ -458,7 +475,7 @@ class TrialRunner:
               warmup: float) -> Step:
         load = Load("open", connections=1024, rate=max(1.0, rate), duration=duration, warmup=warmup,
                     timeout=self._timeout())
-        summary, server_cpu, served, lag = self._measure(server, target, scenario, load)
+        summary, server_cpu, idle, served, lag = self._measure(server, target, scenario, load)
         errors = summary["error_count"] + sum(n for code, n in summary["status"].items() if int(code) >= 500)
         step = Step(
             offered=load.rate, throughput=summary["throughput_rps"], p50_ms=summary["latency_ms"]["p50"],
@@ -466,7 +483,7 @@ class TrialRunner:
             generator_cpu=summary["generator_cpu"], behind_ms=summary["open_loop_behind_ms"], passed=False,
             generator_saturated=summary["generator_saturated"],
         )
-        step.server_requests, step.loop_lag_ms = served, lag
+        step.server_idle, step.server_requests, step.loop_lag_ms = idle, served, lag
         workload = self.workload
         if step.requests == 0:
             step.why = "no request was answered"
