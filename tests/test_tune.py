@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -74,6 +75,17 @@ def check_server_counters(data: dict[str, Any]) -> int:
     return checked
 
 
+def check_worker_limit(data: dict[str, Any]) -> None:
+    """Workers beyond the CPUs are tried exactly when the workers = CPUs trial left 10%+ of them idle."""
+    cpus = data["machine"]["cpus"]
+    beyond = [t for t in data["trials"] if t["workers"] > cpus and t["status"] != "skipped"]
+    if data["worker_limit"] is None:
+        assert beyond, data["stdout"]
+        return
+    busy = re.search(r"kept (\d+)% of \d+ CPUs? busy", data["stop_reason"])
+    assert data["worker_limit"] == cpus and busy and int(busy[1]) >= 90 and not beyond, data["stdout"]
+
+
 def close_to_cpus(workers: int, cpus: int) -> bool:
     """Theory's "a worker per CPU", give or take what a second process on a core buys by
     overlapping the other's system calls (measured: up to ~15% for async apps); the candidates
@@ -102,9 +114,7 @@ def test_cpu_bound_wsgi_gets_few_threads_and_a_worker_per_cpu(tmp_path: Path) ->
     assert first["cpu_ms"] >= 0.7 * first["service_ms"] > 0, first
     assert data["thread_limit"] <= 2 and all(t["threads"] <= 2 for t in data["trials"]), data["stdout"]
     assert "threads above" in data["stop_reason"] and "on the server's CPU" in data["stop_reason"]
-    # ...and the server used its CPUs at the workers = CPUs trial: more processes were not tried.
-    assert data["worker_limit"] == data["machine"]["cpus"], data["stdout"]
-    assert all(t["workers"] <= data["machine"]["cpus"] for t in data["trials"]), data["stdout"]
+    check_worker_limit(data)
     assert close_to_cpus(rec["workers"], data["machine"]["cpus"]), data["stdout"]
 
 
@@ -121,9 +131,11 @@ def test_io_bound_asgi_gets_a_worker_per_cpu_and_no_threads(asgi_tune: dict[str,
     check_evidence(asgi_tune)
     rec = asgi_tune["recommendation"]
     assert rec["threads"] is None and all(t["threads"] is None for t in asgi_tune["trials"])
-    assert close_to_cpus(rec["workers"], asgi_tune["machine"]["cpus"]), asgi_tune["stdout"]
-    if asgi_tune["worker_limit"] is not None:  # the server used its CPUs: no more processes than them
-        assert all(t["workers"] <= asgi_tune["worker_limit"] for t in asgi_tune["trials"]), asgi_tune["stdout"]
+    # A worker per CPU, or a process or two more: an event loop at its p99 limit leaves ~20% of its
+    # core idle, which they fill (docs/tuning.md, measured on one core: 1 → 2 workers +20%).
+    cpus = asgi_tune["machine"]["cpus"]
+    assert cpus <= rec["workers"] <= 2 * cpus + 1, asgi_tune["stdout"]
+    check_worker_limit(asgi_tune)
     check_server_counters(asgi_tune)
     # --write: the snippet went into the file, and tricorn reads it back.
     toml = asgi_tune["dir"] / "tricorn.toml"
