@@ -7,7 +7,8 @@ is compared with the grid's best, and its wall time with the grid's.
 Goal: the pick within 5% of the grid's best sustainable throughput, in ≤ 25% of the grid's time.
 
 Run by hand (never in CI):  python benchmarks/tune.py [APP ...] --step 2
-Then, where the pick is not the grid's best, measure both again, interleaved:
+Where the pick is not the grid's best, both are measured again, interleaved (--rounds, default 3);
+to re-measure any configurations of one app:
                             python benchmarks/tune.py APP --confirm 2x1 1x1 --rounds 3
 """
 
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,9 +48,11 @@ def trial_runner(app: str, memory: int | None, step: float) -> tuple[TrialRunner
         target = scenarios.Target.parse(url + "/")
         return target, scenarios.single(target, "GET", {}, b"", True)
 
-    runner = TrialRunner(ServerCommand(app=f"examples.tuning:{app}"),
-                         Workload(make, "/", 200.0, 0.001, step, machine.server_cores),
-                         BuiltinEngine(len(machine.generator_cores)))
+    runner = TrialRunner(
+        ServerCommand(app=f"examples.tuning:{app}"),
+        Workload(make, "/", 200.0, 0.001, step, machine.server_cores),
+        BuiltinEngine(len(machine.generator_cores)),
+    )
     return runner, machine
 
 
@@ -60,17 +64,38 @@ def grid(app: str, threaded: bool, memory: int | None, step: float) -> tuple[lis
             trial = runner.run(Trial(workers, threads))
             trial.fits = trial.rss_total <= machine.memory_budget
             trials.append(trial)
-            print(f"  grid {app} {trial.label}: {trial.throughput:,.0f} req/s, {trial.rss_total / MIB:,.0f} MiB"
-                  f"{'' if trial.fits else ' (does not fit)'}", file=sys.stderr)
+            print(
+                f"  grid {app} {trial.label}: {trial.throughput:,.0f} req/s, {trial.rss_total / MIB:,.0f} MiB"
+                f"{'' if trial.fits else ' (does not fit)'}",
+                file=sys.stderr,
+            )
     return trials, time.monotonic() - started
 
 
-def tuner(app: str, options: list[str], env: dict[str, str], step: float) -> tuple[dict, float]:
+def tuner(app: str, options: list[str], env: dict[str, str], step: float) -> tuple[dict[str, Any], float]:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "tricorn", "tune", f"examples.tuning:{app}", "--step", f"{step}s",
-                        "--budget", "30m", "--json", out.name, "-q", *options], cwd=ROOT, check=True,
-                       env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tricorn",
+                "tune",
+                f"examples.tuning:{app}",
+                "--step",
+                f"{step}s",
+                "--budget",
+                "30m",
+                "--json",
+                out.name,
+                "-q",
+                *options,
+            ],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+        )
         return json.loads(Path(out.name).read_text()), time.monotonic() - started
 
 
@@ -78,29 +103,47 @@ def _memory(options: list[str]) -> int | None:
     return size(options[options.index("--memory") + 1]) if "--memory" in options else None
 
 
-def confirm(app: str, configs: list[str], step: float, rounds: int) -> None:
+def remeasure(app: str, configs: list[Trial], step: float, rounds: int) -> list[list[float]]:
     """Measure a few configurations again, interleaved: a grid's single best run is the largest of
     many noisy samples, so it flatters the grid; this compares like with like."""
     _, options, env = APPS[app]
     os.environ.update(env)
     runner, _ = trial_runner(app, _memory(options), step)
-    results: dict[str, list[float]] = {config: [] for config in configs}
+    results: list[list[float]] = [[] for _ in configs]
     for _ in range(rounds):
-        for config in configs:
-            workers, _, threads = config.partition("x")
-            trial = runner.run(Trial(int(workers), int(threads) if threads else None))
-            results[config].append(trial.throughput)
-    print(f"| {app} | " + " | ".join(f"{config}: {statistics.median(values):,.0f} req/s "
-                                      f"({min(values):,.0f}–{max(values):,.0f})" for config, values in results.items())
-          + f" | {rounds} rounds |", flush=True)
+        for config, values in zip(configs, results, strict=True):
+            values.append(runner.run(Trial(config.workers, config.threads)).throughput)
+    for key in env:
+        del os.environ[key]
+    return results
+
+
+def _parse(config: str) -> Trial:
+    workers, _, threads = config.partition("x")
+    return Trial(int(workers), int(threads) if threads else None)
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} req/s ({min(values):,.0f}–{max(values):,.0f})"
+
+
+def confirm(app: str, configs: list[str], step: float, rounds: int) -> None:
+    results = remeasure(app, [_parse(config) for config in configs], step, rounds)
+    cells = [f"{config}: {_median(values)}" for config, values in zip(configs, results, strict=True)]
+    print(f"| {app} | {' | '.join(cells)} | {rounds} rounds |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("apps", nargs="*", default=list(APPS))
     parser.add_argument("--step", type=float, default=2.0)
-    parser.add_argument("--confirm", nargs="+", metavar="WxT", help="re-measure these configurations of the "
-                        "one app given, interleaved, --rounds times")
+    parser.add_argument(
+        "--confirm",
+        nargs="+",
+        metavar="WxT",
+        help="re-measure these configurations of the "
+        "one app given, interleaved, --rounds times (0: the table without re-measuring)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     machine = plan_machine()
@@ -108,11 +151,15 @@ def main() -> None:
     if args.confirm:
         confirm(args.apps[0], args.confirm, args.step, args.rounds)
         return
-    print(f"`python benchmarks/tune.py --step {args.step:g}`; {machine.cpus_why}; server on CPU "
-          f"{sorted(machine.server_cores or [])}, load generator on {sorted(machine.generator_cores)}.\n")
-    print("| app | grid best | grid time | tuner pick | pick measured (tuner / grid) | vs best | tuner time "
-          "| share of grid time | trials |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"`python benchmarks/tune.py --step {args.step:g}`; {machine.cpus_why}; server on CPU "
+        f"{sorted(machine.server_cores or [])}, load generator on {sorted(machine.generator_cores)}.\n"
+    )
+    print(
+        "| app | grid best | grid time | tuner pick | pick measured (tuner / grid) | vs best | tuner time "
+        f"| share of grid time | trials | re-measured, {args.rounds} rounds interleaved: best / pick (median) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for app in args.apps:
         threaded, options, env = APPS[app]
         os.environ.update(env)
@@ -126,10 +173,18 @@ def main() -> None:
         same = next(t for t in trials if (t.workers, t.threads) == (rec["workers"], rec["threads"]))
         ran = [t for t in result["trials"] if t["status"] in ("ok", "failed")]
         pick = Trial(rec["workers"], rec["threads"]).label
-        print(f"| {app} | {best.label}: {best.throughput:,.0f} req/s | {grid_time:.0f}s ({len(trials)} trials) "
-              f"| {pick} | {rec['throughput']:,.0f} / {same.throughput:,.0f} req/s "
-              f"| {same.throughput / best.throughput:.1%} | {tune_time:.0f}s | {tune_time / grid_time:.0%} "
-              f"| {len(ran)} ({sum(t['kind'] == 'screen' for t in ran)} screening) |", flush=True)
+        again = "the same configuration"
+        if pick != best.label and args.rounds:
+            best_again, pick_again = remeasure(app, [best, same], args.step, args.rounds)
+            ratio = statistics.median(pick_again) / statistics.median(best_again)
+            again = f"{_median(best_again)} / {_median(pick_again)}: **{ratio:.1%}**"
+        print(
+            f"| {app} | {best.label}: {best.throughput:,.0f} req/s | {grid_time:.0f}s ({len(trials)} trials) "
+            f"| {pick} | {rec['throughput']:,.0f} / {same.throughput:,.0f} req/s "
+            f"| {same.throughput / best.throughput:.1%} | {tune_time:.0f}s | {tune_time / grid_time:.0%} "
+            f"| {len(ran)} ({sum(t['kind'] == 'screen' for t in ran)} screening) | {again} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
