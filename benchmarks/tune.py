@@ -41,8 +41,22 @@ APPS = {  # app: (threaded, tune options, environment)
 }
 
 
+# What this script may use, before main() pins it (and the load generator it runs) to the
+# generator's cores: planning the machine from inside that pin would put the server there too.
+ALL_CORES = frozenset(os.sched_getaffinity(0))
+
+
+def plan(memory: int | None = None) -> Machine:
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, ALL_CORES)
+    try:
+        return plan_machine(None, memory)
+    finally:
+        os.sched_setaffinity(0, pinned)
+
+
 def trial_runner(app: str, memory: int | None, step: float) -> tuple[TrialRunner, Machine]:
-    machine = plan_machine(None, memory)
+    machine = plan(memory)
 
     def make(url: str) -> tuple[scenarios.Target, scenarios.Scenario]:
         target = scenarios.Target.parse(url + "/")
@@ -95,6 +109,7 @@ def tuner(app: str, options: list[str], env: dict[str, str], step: float) -> tup
             check=True,
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
+            preexec_fn=lambda: os.sched_setaffinity(0, ALL_CORES),  # the tuner splits the machine itself
         )
         return json.loads(Path(out.name).read_text()), time.monotonic() - started
 
@@ -146,7 +161,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    machine = plan_machine()
+    machine = plan()
     os.sched_setaffinity(0, machine.generator_cores)
     if args.confirm:
         confirm(args.apps[0], args.confirm, args.step, args.rounds)

@@ -39,7 +39,7 @@ CONFIRM = 2  # the best screened candidates that get a full trial...
 CLOSE = 0.1  # ...when within this share of the best
 # Of its cores busy (measured over a step, overheads in): more processes can add at most
 # idle / busy, 11% here, which screening cannot tell from noise. An async worker at its p99 limit
-# was measured at 79-87% busy, and 2 or 3 processes on its core did serve ~20% more.
+# was measured at 79-87% busy, and 2 processes on its core did serve 17% more.
 SATURATED = 0.9
 
 
