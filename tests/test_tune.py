@@ -52,6 +52,15 @@ def check_evidence(data: dict[str, Any]) -> None:
     # ...unless the measured limits leave one candidate: one worker that kept its CPU busy, no threads.
     only_one = data["worker_limit"] == 1 and all(t["threads"] in (None, 1) for t in ran)
     assert len(screens) >= 2 or (only_one and screens), "the search screens candidates before confirming"
+    for trial in ran:
+        passed = [s["offered"] for s in trial["steps"] if s["passed"]]
+        # A rate passes only when answered, not queued (trial.KEEP_UP, less one request)...
+        slack = 1 / (data["workload"]["step_s"] / (3 if trial["kind"] == "screen" else 1)) + 0.01
+        assert all(s["throughput"] >= 0.95 * s["offered"] - slack for s in trial["steps"] if s["passed"]), trial
+        # ...and the first failure above the sustained rate is within the trial's resolution of it.
+        above = [s["offered"] for s in trial["steps"] if not s["passed"] and passed and s["offered"] > max(passed)]
+        resolution = 1.1 if trial["kind"] == "screen" else 1.05
+        assert not above or min(above) <= max(passed) * resolution * 1.001, trial
     # The pick is the best full trial, or within 5% of it (search.TIE) and cheaper.
     assert rec["throughput"] >= 0.95 * max(t["throughput"] for t in full if t["fits"])
     assert "search converged" in data["stop_reason"] or "budget" in data["stop_reason"]

@@ -13,9 +13,9 @@ Python at a time, so an app that is all CPU gains nothing from threads beyond th
 its I/O. Likewise workers beyond the CPUs are tried only when the trial at workers = CPUs left
 CPU time idle at its highest load (used less than SATURATED of its cores): more processes than
 cores can only fill idle time. The best screened candidate, and the runner-up when within 10% of
-it, then get full trials; the recommendation is the full trial with the highest sustainable
-throughput whose memory fits the limit with headroom; within TIE (5%) of it, fewer workers, then
-fewer threads.
+it, then get full trials, their ramps starting from what the screen sustained; the recommendation
+is the full trial with the highest sustainable throughput whose memory fits the limit with
+headroom; within TIE (5%) of it, fewer workers, then fewer threads.
 A candidate whose predicted memory (the master plus one worker's RSS per worker, from the trials
 so far) does not fit is skipped without running.
 """
@@ -209,7 +209,7 @@ class Search:
         best = cheapest(screened)
         close = [t for t in screened if t is not best and t.throughput >= best.throughput * (1 - CLOSE)]
         for trial in [best, *sorted(close, key=lambda t: -t.throughput)][:CONFIRM]:
-            self._run(Trial(trial.workers, trial.threads), quick=False)
+            self._run(Trial(trial.workers, trial.threads), quick=False, expected=trial.throughput)
 
     def _screen(self, workers: int, threads: int | None) -> Trial:
         for trial in self.trials:
@@ -217,7 +217,7 @@ class Search:
                 return trial
         return self._run(Trial(workers, threads), quick=True)
 
-    def _run(self, trial: Trial, quick: bool, one_connection: bool = False) -> Trial:
+    def _run(self, trial: Trial, quick: bool, one_connection: bool = False, expected: float = 0.0) -> Trial:
         trial.kind = "screen" if quick else "full"
         predicted = self.predicted_memory(trial.workers)
         if predicted > self.machine.memory_budget:
@@ -232,7 +232,7 @@ class Search:
             raise OutOfBudget
         self.trials.append(trial)
         self.on_trial(trial)
-        self.runner.run(trial, quick=quick, one_connection=one_connection)
+        self.runner.run(trial, quick=quick, one_connection=one_connection, expected=expected)
         trial.fits = trial.rss_total <= self.machine.memory_budget
         if not trial.fits:
             trial.note = (f"used {trial.rss_total / MIB:,.0f} MiB, over {HEADROOM:.0%} of the "

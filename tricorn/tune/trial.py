@@ -1,11 +1,13 @@
 """One trial: start a server under one configuration and find the highest offered load it sustains.
 
 A trial starts the server (pinned to the server's cores), waits until it answers, then runs a
-short closed-loop probe whose throughput is a first guess at capacity. From there the open loop
-offers rising rates, each for one step, until the p99 target or the error budget is broken; the
-highest rate that met both is the trial's sustainable throughput. A full trial then offers one
-more rate between the last pass and the first failure; a screening trial (quick) takes shorter,
-coarser steps, to rank candidates cheaply.
+short closed-loop probe whose throughput is a first guess at capacity (or, when a screening trial
+of the same configuration sustained more, that: with every connection waiting on a slow app the
+probe measures its connections, not the server). From there the open loop offers rising rates,
+each for one step, until the p99 target or the error budget is broken; the highest rate that met
+both (and was answered, not queued) is the trial's sustainable throughput. Rates between the last
+pass and the first failure then narrow the gap to 5%; a screening trial (quick) takes shorter
+steps and stops at 10%, to rank candidates cheaply.
 
 The load comes from `tricorn bench`'s engine, in forked processes on the generator's cores, or
 from a Locust cluster (locust.py). When the generator, not the server, fell behind at the failing
@@ -39,6 +41,8 @@ QUICK_RAMP = (0.7, 0.9, 1.05, 1.25, 1.5, 2.0, 3.0)
 ONE_CONNECTION_S = 1.0  # seconds of one request at a time, when asked for
 GROW, BEYOND = 1.25, 10  # past the ramp's last rate: this much higher each step, at most this many steps
 BELOW = 0.5  # when even the first rate fails: try this fraction of it, a few times
+FULL_RESOLUTION, QUICK_RESOLUTION = 0.05, 0.1  # the largest gap left between the last pass and the first failure
+KEEP_UP = 0.95  # a step passes only if the server answered this share of the rate offered
 MIB = 1 << 20
 
 
@@ -77,7 +81,7 @@ class Trial:
     command: str = ""
     status: str = "pending"  # ok | failed | skipped | interrupted
     note: str = ""
-    capacity: float = 0.0  # the closed-loop probe's throughput
+    capacity: float = 0.0  # where the ramp's rates start from: the probe's throughput, or the expected one
     service_ms: float = 0.0  # a request's mean latency over one connection (no queueing), when measured...
     cpu_ms: float = 0.0  # ...and the server's CPU per request meanwhile, at most (0: too little to measure)
     throughput: float = 0.0  # sustainable: the best step that met the target
@@ -329,7 +333,9 @@ class TrialRunner:
         self.workload = workload
         self.engine = engine
 
-    def run(self, trial: Trial, quick: bool = False, one_connection: bool = False) -> Trial:
+    def run(self, trial: Trial, quick: bool = False, one_connection: bool = False, expected: float = 0.0) -> Trial:
+        """Measure `trial` in place. `expected`: what an earlier trial of this configuration
+        sustained; the ramp starts from it when the probe answered less."""
         workload = self.workload
         port = free_port()
         argv = self.server.argv(trial.workers, trial.threads, port)
@@ -345,6 +351,7 @@ class TrialRunner:
             if one_connection:
                 self._one_connection(trial, server, target, scenario)
             if self._probe(trial, server, target, scenario, quick):
+                trial.capacity = max(trial.capacity, expected)
                 self._ramp(trial, server, target, scenario, quick)
             trial.status = "ok" if trial.throughput > 0 else "failed"
             counters = server.counters()
@@ -437,7 +444,10 @@ class TrialRunner:
                 rates = [step.offered * BELOW]  # not even the first rate: look lower
                 continue
             break
-        if best is not None and failed is not None and not quick and failed.offered > best.offered * 1.05:
+        # The ramp's last rates are far apart (the probe can be off by 3×): halve the gap between
+        # the last pass and the first failure until it is within the trial's resolution.
+        resolution = QUICK_RESOLUTION if quick else FULL_RESOLUTION
+        while best is not None and failed is not None and failed.offered > best.offered * (1 + resolution):
             middle = self._checked_step(trial, server, target, scenario, (best.offered + failed.offered) / 2, durations)
             if middle.passed:
                 best = middle
@@ -494,7 +504,8 @@ class TrialRunner:
             fives = sum(n for code, n in summary["status"].items() if int(code) >= 500)
             detail = ", ".join(filter(None, [kinds, f"5xx {fives:,}" if fives else ""]))
             step.why = f"errors {step.error_rate:.2%} > {workload.max_errors:.2%} ({detail})"
-        elif summary.get("shortfall"):
+        # Less than one request short is not queueing: a short step at a low rate counts a handful.
+        elif summary.get("shortfall", step.throughput < KEEP_UP * load.rate - 1 / duration):
             step.why = f"answered {step.throughput:,.0f} of the {rate:,.0f} req/s offered"
         else:
             step.passed = True
