@@ -15,6 +15,7 @@ to re-measure any configurations of one app:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -41,18 +42,14 @@ APPS = {  # app: (threaded, tune options, environment)
 }
 
 
-# What this script may use, before main() pins it (and the load generator it runs) to the
-# generator's cores: planning the machine from inside that pin would put the server there too.
+# Planned at import, before main() pins this script (and the load generator it runs) to the
+# generator's cores: planned from inside that pin, the server would get the generator's core.
 ALL_CORES = frozenset(os.sched_getaffinity(0))
+MACHINE = plan_machine()
 
 
-def plan(memory: int | None = None) -> Machine:
-    pinned = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, ALL_CORES)
-    try:
-        return plan_machine(None, memory)
-    finally:
-        os.sched_setaffinity(0, pinned)
+def plan(memory: int | None) -> Machine:
+    return MACHINE if memory is None else dataclasses.replace(MACHINE, memory=memory, memory_why="--memory")
 
 
 def trial_runner(app: str, memory: int | None, step: float) -> tuple[TrialRunner, Machine]:
@@ -161,7 +158,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    machine = plan()
+    machine = MACHINE
     os.sched_setaffinity(0, machine.generator_cores)
     if args.confirm:
         confirm(args.apps[0], args.confirm, args.step, args.rounds)

@@ -1,13 +1,13 @@
 """One trial: start a server under one configuration and find the highest offered load it sustains.
 
 A trial starts the server (pinned to the server's cores), waits until it answers, then runs a
-short closed-loop probe whose throughput is a first guess at capacity (or, when a screening trial
-of the same configuration sustained more, that: with every connection waiting on a slow app the
-probe measures its connections, not the server). From there the open loop offers rising rates,
-each for one step, until the p99 target or the error budget is broken; the highest rate that met
-both (and was answered, not queued) is the trial's sustainable throughput. Rates between the last
-pass and the first failure then narrow the gap to 5%; a screening trial (quick) takes shorter
-steps and stops at 10%, to rank candidates cheaply.
+short closed-loop probe whose throughput is a first guess at capacity; a confirmation starts from
+what the screening trial of its configuration sustained instead, when that is more (with every
+connection waiting on a slow app, the probe measures its connections, not the server). From there
+the open loop offers rising rates, each for one step, until the p99 target or the error budget
+is broken; the highest rate that met both (and was answered, not queued) is the trial's
+sustainable throughput. Rates between the last pass and the first failure then narrow the gap to
+5%; a screening trial (quick) takes shorter steps and stops at 10%, to rank candidates cheaply.
 
 The load comes from `tricorn bench`'s engine, in forked processes on the generator's cores, or
 from a Locust cluster (locust.py). When the generator, not the server, fell behind at the failing
@@ -53,6 +53,7 @@ class TrialError(UserError):
 @dataclass
 class Step:
     offered: float  # req/s the open loop started
+    duration: float  # seconds measured
     throughput: float  # answers per second
     p50_ms: float
     p99_ms: float
@@ -488,7 +489,8 @@ class TrialRunner:
         summary, server_cpu, idle, served, lag = self._measure(server, target, scenario, load)
         errors = summary["error_count"] + sum(n for code, n in summary["status"].items() if int(code) >= 500)
         step = Step(
-            offered=load.rate, throughput=summary["throughput_rps"], p50_ms=summary["latency_ms"]["p50"],
+            offered=load.rate, duration=duration, throughput=summary["throughput_rps"],
+            p50_ms=summary["latency_ms"]["p50"],
             p99_ms=summary["latency_ms"]["p99"], requests=summary["requests"], errors=errors, server_cpu=server_cpu,
             generator_cpu=summary["generator_cpu"], behind_ms=summary["open_loop_behind_ms"], passed=False,
             generator_saturated=summary["generator_saturated"],
