@@ -182,13 +182,15 @@ def free_port() -> int:
 class ServerProcess:
     """The server under test, in its own session so that it and its workers stop together."""
 
-    def __init__(self, argv: Sequence[str], cores: frozenset[int] | None, scoreboard: bool = False) -> None:
+    def __init__(self, argv: Sequence[str], cores: frozenset[int] | None, counted_workers: int = 0) -> None:
+        """`counted_workers`: how many workers tricorn's scoreboard will show (0: it keeps none)."""
         self.argv = list(argv)
         self.cores = cores
+        self.workers = counted_workers
         self.log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed by stop()
         self.process: subprocess.Popen[bytes] | None = None
         self.scoreboard: str | None = None
-        if scoreboard:
+        if counted_workers:
             fd, self.scoreboard = tempfile.mkstemp(prefix="tricorn-scoreboard-")
             os.close(fd)
         self.served = 0  # the workers' requests at the last reading
@@ -213,23 +215,32 @@ class ServerProcess:
         return " | ".join(line.strip() for line in text[-lines:])
 
     def wait_ready(self, port: int, path: str, timeout: float) -> None:
-        """Until the server answers an HTTP request on `port` (any status: the probe judges it)."""
+        """Until the server answers an HTTP request on `port` (any status: the probe judges it) and,
+        where it keeps a scoreboard, every worker listens: connections opened while one still
+        starts all go to the others, and stay there (keep-alive)."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
         request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        answered = False
         while True:
             code = self.process.poll()
             if code is not None:
                 raise TrialError(f"the server exited with code {code} before it answered: "
                                  f"{self.output_tail() or 'no output'}")
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=min(2.0, timeout)) as sock:
-                    sock.sendall(request)
-                    if sock.recv(5) == b"HTTP/":
-                        return
+                if not answered:
+                    with socket.create_connection(("127.0.0.1", port), timeout=min(2.0, timeout)) as sock:
+                        sock.sendall(request)
+                        answered = sock.recv(5) == b"HTTP/"
             except OSError:
                 pass
+            listening = len(scoreboard.read_file(self.scoreboard)) if self.scoreboard else self.workers
+            if answered and listening >= self.workers:
+                return
             if time.monotonic() > deadline:
+                if answered:
+                    raise TrialError(f"only {listening} of {self.workers} workers started within {timeout:g}s: "
+                                     f"{self.output_tail() or 'no output'} (a slow app: raise --start-timeout)")
                 raise TrialError(f"the server did not answer on port {port} within {timeout:g}s: does the command "
                                  "bind the {port} it is given? (a slow app: raise --start-timeout)")
             time.sleep(0.05)
@@ -342,7 +353,7 @@ class TrialRunner:
         argv = self.server.argv(trial.workers, trial.threads, port)
         trial.command = shlex.join(argv)
         server = ServerProcess(self.server.process_argv(argv), workload.server_cores,
-                               self.server.counted(trial.workers))
+                               trial.workers if self.server.counted(trial.workers) else 0)
         began = time.monotonic()
         trial.status = "interrupted"
         try:
