@@ -120,9 +120,9 @@ def test_cpu_bound_wsgi_gets_few_threads_and_a_worker_per_cpu(tmp_path: Path) ->
     assert rec["threads"] <= 2, data["stdout"]
     # Why: one request at a time is nearly all CPU, so threads above 2 were not even tried.
     first = data["trials"][0]
-    assert first["cpu_ms"] >= 0.7 * first["service_ms"] > 0, first
+    assert first["thread_cpu_ms"] >= 0.5 * first["service_ms"] > 0, first
     assert data["thread_limit"] <= 2 and all(t["threads"] <= 2 for t in data["trials"]), data["stdout"]
-    assert "threads above" in data["stop_reason"] and "on the server's CPU" in data["stop_reason"]
+    assert "threads above" in data["stop_reason"] and "in the app's threads" in data["stop_reason"]
     check_worker_limit(data)
     assert close_to_cpus(rec["workers"], data["machine"]["cpus"]), data["stdout"]
 
@@ -165,6 +165,11 @@ def test_memory_heavy_app_gets_no_more_workers_than_fit(tmp_path: Path) -> None:
     assert refused and all(not t["fits"] for t in refused), data["stdout"]
     assert all(t["status"] == "skipped" for t in refused if t["kind"] == "screen"), data["stdout"]
     assert "MiB limit" in data["stdout"]
+    # A request of this app is nearly all server (parsing, writing, hand-offs in the loop's thread):
+    # its own thread does a small share, so more threads than one request's CPU suggests are tried.
+    first = data["trials"][0]
+    assert 0 < first["thread_cpu_ms"] < 0.5 * first["cpu_ms"], first
+    assert data["thread_limit"] is None or data["thread_limit"] >= 4, data["stdout"]
 
 
 def test_cmd_template_tunes_another_command(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ The grid is never walked whole. Screening trials (short, coarse steps) rank cand
 threads first at workers = CPUs (1, 4, 16, 64, then climbing towards the better neighbour while it
 gains more than TIE), then workers at the best thread count, the same way. Threads are tried only
 up to twice what one worker can keep busy: the first trial measures a request's latency over one
-connection against the server's CPU per request, and under one GIL a worker runs one request's
-Python at a time, so an app that is all CPU gains nothing from threads beyond the ones that overlap
-its I/O. Likewise workers beyond the CPUs are tried only when the trial at workers = CPUs left
+connection against the CPU its app thread spent on it, and under one GIL a worker runs one
+request's Python at a time, so an app that is all CPU gains nothing from threads beyond the ones
+that overlap its I/O (and the loop's share of the request, which more threads do overlap).
+Likewise workers beyond the CPUs are tried only when the trial at workers = CPUs left
 CPU time idle at its highest load (used less than SATURATED of its cores): more processes than
 cores can only fill idle time. The best screened candidate, and the runner-up when within 10% of
 it, then get full trials, their ramps starting from what the screen sustained; the recommendation
@@ -171,17 +172,22 @@ class Search:
             current, index = max(better, key=lambda pair: pair[0].throughput)
 
     def _limit_threads(self, trial: Trial) -> None:
-        """Threads beyond twice the requests one worker can keep busy (a request's latency over its
-        CPU) cannot add throughput: don't spend trials on them. Not when --threads names them."""
+        """Threads beyond twice the requests one worker can keep busy cannot add throughput: don't
+        spend trials on them. Not when --threads names them. A request keeps a thread busy for its
+        app's CPU time (where the server measured it in the app's threads, else all its CPU) out of
+        its latency: the rest, the server's parsing and writing in the loop or the app's waiting,
+        another thread can fill."""
         if self.only_threads or not trial.cpu_ms:
             return
-        busy = trial.service_ms / trial.cpu_ms
+        app_cpu_ms = trial.thread_cpu_ms or trial.cpu_ms
+        busy = trial.service_ms / app_cpu_ms
         fitting = [t for t in THREADS if t <= 2 * busy]
         self.thread_limit = max(fitting, default=THREADS[0])
         if self.thread_limit < THREADS[-1]:
+            where = "in the app's threads" if trial.thread_cpu_ms else "on the server's CPU"
             self.thread_limit_why = (
                 f"threads above {self.thread_limit} not tried: one request at a time took {trial.service_ms:.2f} ms, "
-                f"{trial.cpu_ms:.2f} ms of it on the server's CPU, so a worker keeps at most {busy:.1f} busy")
+                f"{app_cpu_ms:.2f} ms of it {where}, so a worker keeps at most {busy:.1f} busy")
 
     def _limit_workers(self, trial: Trial) -> None:
         """More processes than cores only share the cores: they can add throughput only by filling

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -84,7 +84,8 @@ class Trial:
     note: str = ""
     capacity: float = 0.0  # where the ramp's rates start from: the probe's throughput, or the expected one
     service_ms: float = 0.0  # a request's mean latency over one connection (no queueing), when measured...
-    cpu_ms: float = 0.0  # ...and the server's CPU per request meanwhile, at most (0: too little to measure)
+    cpu_ms: float = 0.0  # ...and the server's CPU per request meanwhile, at most (0: too little to measure)...
+    thread_cpu_ms: float = 0.0  # ...and of it, outside the processes' main threads (a WSGI app's pool)
     throughput: float = 0.0  # sustainable: the best step that met the target
     p50_ms: float = 0.0
     p99_ms: float = 0.0
@@ -112,6 +113,7 @@ class Trial:
             "workers": self.workers, "threads": self.threads, "kind": self.kind, "status": self.status,
             "note": self.note, "command": self.command, "capacity_rps": round(self.capacity, 1),
             "service_ms": round(self.service_ms, 3), "cpu_ms": round(self.cpu_ms, 3),
+            "thread_cpu_ms": round(self.thread_cpu_ms, 3),
             "throughput": round(self.throughput, 1), "p50_ms": round(self.p50_ms, 2), "p99_ms": round(self.p99_ms, 2),
             "server_cpu": round(self.server_cpu, 2), "generator_cpu": round(self.generator_cpu, 2),
             "generator_bound": self.generator_bound, "rss_mb": round(self.rss_total / MIB, 1),
@@ -171,6 +173,19 @@ def idle_seconds(cores: frozenset[int]) -> float:
             if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cores:
                 total += int(fields[3]) + int(fields[4])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def _ticks(stat_files: Iterable[str]) -> int:
+    """utime + stime, in clock ticks, of these /proc stat files (those gone since count 0)."""
+    total = 0
+    for path in stat_files:
+        try:
+            with open(path) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def free_port() -> int:
@@ -265,15 +280,17 @@ class ServerProcess:
         return found
 
     def cpu_seconds(self) -> float:
-        total = 0
+        return _ticks(f"/proc/{pid}/stat" for pid in self.pids()) / os.sysconf("SC_CLK_TCK")
+
+    def side_thread_seconds(self) -> tuple[float, int]:
+        """The CPU time of every thread but each process's main one, and how many there are: where
+        tricorn (and gunicorn's gthread workers) run a WSGI app, while tricorn's main thread runs the
+        event loop."""
+        stats = []
         for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-            except (OSError, IndexError, ValueError):
-                continue
-        return total / os.sysconf("SC_CLK_TCK")
+            with contextlib.suppress(OSError):
+                stats += [f"/proc/{pid}/task/{tid}/stat" for tid in os.listdir(f"/proc/{pid}/task") if tid != str(pid)]
+        return _ticks(stats) / os.sysconf("SC_CLK_TCK"), len(stats)
 
     def memory(self) -> tuple[int, int, int]:
         """Total RSS, the mean of the serving processes, and the master's (0 for one process)."""
@@ -397,20 +414,22 @@ class TrialRunner:
         return summary, server_cpu, idle, served, counters[1]
 
     def _one_connection(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario) -> None:
-        """One request at a time: its latency against the server's CPU per request says how many
-        requests one worker can keep busy (wall / CPU: 1 when all CPU, 100 when it mostly waits),
-        the most threads that can pay under one GIL."""
+        """One request at a time: its latency, the server's CPU per request, and the share of that
+        CPU in the threads that run the app, which say how many threads one worker can keep busy."""
         load = Load("closed", connections=1, duration=ONE_CONNECTION_S, warmup=ONE_CONNECTION_S / 5,
                     timeout=self._timeout())
-        before, began = server.cpu_seconds(), time.monotonic()
+        before, (side_before, _), began = server.cpu_seconds(), server.side_thread_seconds(), time.monotonic()
         summary = self.engine.measure(target, scenario, load)
+        wall = time.monotonic() - began
         # Each process's CPU time counts in clock ticks: take the least it can have been, so that a
         # request never looks busier than it is. The load ran at one pace throughout (warmup too).
         used = server.cpu_seconds() - before - len(server.pids()) / os.sysconf("SC_CLK_TCK")
-        cores = max(0.0, used) / (time.monotonic() - began)
+        # The app threads' share as measured (up to a tick more): it caps threads, so err low.
+        side_after, _ = server.side_thread_seconds()
         if summary["throughput_rps"] > 0:
             trial.service_ms = summary["latency_ms"]["mean"]
-            trial.cpu_ms = cores * 1000 / summary["throughput_rps"]
+            trial.cpu_ms = max(0.0, used) / wall * 1000 / summary["throughput_rps"]
+            trial.thread_cpu_ms = max(0.0, side_after - side_before) / wall * 1000 / summary["throughput_rps"]
 
     def _probe(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario, quick: bool) -> bool:
         """A closed loop with enough connections to keep every worker thread busy: a first guess
