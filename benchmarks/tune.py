@@ -6,7 +6,7 @@ is compared with the grid's best, and its wall time with the grid's.
 
 Goal: the pick within 5% of the grid's best sustainable throughput, in ≤ 25% of the grid's time.
 
-Run by hand (never in CI):  python benchmarks/tune.py [APP ...] --step 2
+Run by hand (never in CI):  python benchmarks/tune.py [APP ...] --step 2 [--cpus N]
 Where the pick is not the grid's best, both are measured again, interleaved (--rounds, default 3);
 to re-measure any configurations of one app:
                             python benchmarks/tune.py APP --confirm 2x1 1x1 --rounds 3
@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from tricorn.bench import scenario as scenarios  # noqa: E402
 from tricorn.config import size  # noqa: E402
+from tricorn.system import raise_open_files_limit  # noqa: E402
 from tricorn.tune.search import THREADS, Machine, plan_machine, worker_counts  # noqa: E402
 from tricorn.tune.trial import MIB, BuiltinEngine, ServerCommand, Trial, TrialRunner, Workload  # noqa: E402
 
@@ -42,8 +43,8 @@ APPS = {  # app: (threaded, tune options, environment)
 }
 
 
-# Planned at import, before main() pins this script (and the load generator it runs) to the
-# generator's cores: planned from inside that pin, the server would get the generator's core.
+# Before main() pins this script (and the load generator it runs) to the generator's cores: from
+# inside that pin, the server would get the generator's core. main() plans again for --cpus.
 ALL_CORES = frozenset(os.sched_getaffinity(0))
 MACHINE = plan_machine()
 
@@ -157,14 +158,21 @@ def main() -> None:
         "one app given, interleaved, --rounds times (0: the table without re-measuring)",
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cpus", type=int, help="plan for a server of this many CPUs (the tuner's --cpus); "
+                        "the load generator gets the other cores")
     args = parser.parse_args()
+    global MACHINE
+    if args.cpus:
+        MACHINE = plan_machine(args.cpus)
     machine = MACHINE
+    raise_open_files_limit()
     os.sched_setaffinity(0, machine.generator_cores)
     if args.confirm:
         confirm(args.apps[0], args.confirm, args.step, args.rounds)
         return
+    cpus = f" --cpus {args.cpus}" if args.cpus else ""
     print(
-        f"`python benchmarks/tune.py --step {args.step:g}`; {machine.cpus_why}; server on CPU "
+        f"`python benchmarks/tune.py --step {args.step:g}{cpus}`; {machine.cpus_why}; server on CPU "
         f"{sorted(machine.server_cores or [])}, load generator on {sorted(machine.generator_cores)}.\n"
     )
     print(
@@ -180,7 +188,7 @@ def main() -> None:
             del os.environ[key]
         fitting = [t for t in trials if t.fits and t.status == "ok"]
         best = max(fitting, key=lambda t: t.throughput)
-        result, tune_time = tuner(app, options, env, args.step)
+        result, tune_time = tuner(app, [*options, *(["--cpus", str(args.cpus)] if args.cpus else [])], env, args.step)
         rec = result["recommendation"]
         same = next(t for t in trials if (t.workers, t.threads) == (rec["workers"], rec["threads"]))
         ran = [t for t in result["trials"] if t["status"] in ("ok", "failed")]

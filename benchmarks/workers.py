@@ -6,13 +6,16 @@
   2workers  req/s with 2 workers: tricorn -w 2 vs uvicorn --workers 2 (ASGI hello world) and vs
             gunicorn -k gthread -w 2 (WSGI hello world). Nothing is pinned: on a 2-core machine wrk
             shares the cores with the servers, so read the ratio, not the absolute numbers.
+  scaling   req/s with 1, 2, 4… workers (up to half the cores), the server pinned to as many cores
+            as workers and wrk to the other half: for a machine with many cores (not the default)
 
-Run by hand (never in CI):  python benchmarks/workers.py [startup memory 2workers] --rounds 5
+Run by hand (never in CI):  python benchmarks/workers.py [startup memory 2workers scaling] --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -118,6 +121,35 @@ def two_workers(rounds: int, duration: int) -> None:
               f"  ratio {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
 
 
+def scaling(rounds: int, duration: int) -> None:
+    """req/s against the worker count, each server on as many cores as it has workers, wrk on
+    the other half of the machine; tricorn vs uvicorn (ASGI) and vs gunicorn gthread (WSGI)."""
+    cores = sorted(os.sched_getaffinity(0))
+    half = len(cores) // 2
+    counts = [n for n in (1, 2, 4, 8, 16, 32) if n <= half]
+    load = ",".join(map(str, cores[half:]))
+    print(f"scaling: server on CPUs {cores[:max(counts)]} (as many as workers), wrk -t{len(cores) - half} on "
+          f"{load}; {rounds} interleaved rounds of {duration}s, medians")
+    cases = (("benchmarks.apps:asgi_hello", "uvicorn"), ("benchmarks.apps:wsgi_hello", "gunicorn"))
+    for app, peer in cases:
+        for workers in counts:
+            pin = ["taskset", "-c", ",".join(map(str, cores[:workers]))]
+            results: dict[str, list[float]] = {"tricorn": [], peer: []}
+            for _ in range(rounds):
+                for name, values in results.items():
+                    port = free_port()
+                    with running([*pin, *SERVERS[name](app, workers, port)]):
+                        wait_ready(port, timeout=30)
+                        time.sleep(1.0)
+                        wrk = ["taskset", "-c", load, "wrk", f"-t{len(cores) - half}", f"-c{64 * workers}",
+                               f"-d{duration}s", f"http://127.0.0.1:{port}/"]
+                        out = subprocess.run(wrk, capture_output=True, text=True, check=True).stdout
+                        values.append(float(out.split("Requests/sec:")[1].split()[0]))
+            ours, theirs = (statistics.median(v) for v in results.values())
+            print(f"  {app.split(':')[1]:10} -w {workers:2}  tricorn {ours:9,.0f}  {peer} {theirs:9,.0f}  "
+                  f"ratio {ours / theirs:.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", default=["startup", "memory", "2workers"])
@@ -131,6 +163,8 @@ def main() -> None:
             memory(args.rounds)
         elif part == "2workers":
             two_workers(args.rounds, args.duration)
+        elif part == "scaling":
+            scaling(args.rounds, args.duration)
         else:
             parser.error(f"unknown part {part!r}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 from pathlib import Path
 
 CGROUP_ROOT = Path(os.environ.get("TRICORN_CGROUP_ROOT", "/sys/fs/cgroup"))
@@ -106,3 +107,12 @@ def _read(path: Path) -> str | None:
         return path.read_text().strip()
     except (OSError, ValueError):
         return None
+
+
+def raise_open_files_limit() -> int:
+    """Lift this process's soft limit on open files to the hard one (inherited by the processes it
+    starts): a load generator and the servers it tests hold a socket per connection in flight."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard

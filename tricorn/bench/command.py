@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn
 from ..arguments import CommandParser, typed
 from ..config import duration
 from ..errors import ConfigError, UserError
+from ..system import raise_open_files_limit
 from . import scenario as scenarios
 from .engine import Engine, Load, ResolveError, Window
 from .histogram import Histogram
@@ -373,6 +374,7 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     try:
         the_plan = plan(args)
+        raise_open_files_limit()  # a socket per connection
         collector = Collector(the_plan.procs, None if args.quiet else sys.stderr)
         started = time.monotonic()
         if the_plan.procs == 1:

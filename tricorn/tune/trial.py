@@ -1,10 +1,9 @@
 """One trial: start a server under one configuration and find the highest offered load it sustains.
 
 A trial starts the server (pinned to the server's cores), waits until it answers, then runs a
-short closed-loop probe whose throughput is a first guess at capacity; a confirmation starts from
-what the screening trial of its configuration sustained instead, when that is more (with every
-connection waiting on a slow app, the probe measures its connections, not the server). From there
-the open loop offers rising rates, each for one step, until the p99 target or the error budget
+short closed-loop probe whose throughput is a first guess at capacity; a confirmation (the full
+trial of a screened configuration) starts from what its screen sustained instead, closer steps
+around it. From there the open loop offers rising rates, each for one step, until the p99 target or the error budget
 is broken; the highest rate that met both (and was answered, not queued) is the trial's
 sustainable throughput. Rates between the last pass and the first failure then narrow the gap to
 5%; a screening trial (quick) takes shorter steps and stops at 10%, to rank candidates cheaply.
@@ -17,6 +16,7 @@ step, the trial says so: its number is a floor, not the server's limit.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 import signal
@@ -38,11 +38,18 @@ from ..system import rss_bytes
 
 FULL_RAMP = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # × the probe's throughput
 QUICK_RAMP = (0.7, 0.9, 1.05, 1.25, 1.5, 2.0, 3.0)
+CONFIRM_RAMP = (0.85, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # × what the screen sustained
 ONE_CONNECTION_S = 1.0  # seconds of one request at a time, when asked for
 GROW, BEYOND = 1.25, 10  # past the ramp's last rate: this much higher each step, at most this many steps
 BELOW = 0.5  # when even the first rate fails: try this fraction of it, a few times
+FILL, LEAP = 0.8, 2.0  # an async server's cores mostly idle at a passing rate: next, the rate that fills
+# this share of them, at most this many times higher
 FULL_RESOLUTION, QUICK_RESOLUTION = 0.05, 0.1  # the largest gap left between the last pass and the first failure
 KEEP_UP = 0.95  # a step passes only if the server answered this share of the rate offered
+# An open-loop step may open rate × p99 target × this many connections (at least 1024): a step
+# that passes has about rate × latency in flight, so the generator never runs out of connections
+# before the server breaks the target (1024 connections cap a 50 ms app at 20,480 req/s).
+IN_FLIGHT = 1.5
 MIB = 1 << 20
 
 
@@ -282,15 +289,14 @@ class ServerProcess:
     def cpu_seconds(self) -> float:
         return _ticks(f"/proc/{pid}/stat" for pid in self.pids()) / os.sysconf("SC_CLK_TCK")
 
-    def side_thread_seconds(self) -> tuple[float, int]:
-        """The CPU time of every thread but each process's main one, and how many there are: where
-        tricorn (and gunicorn's gthread workers) run a WSGI app, while tricorn's main thread runs the
-        event loop."""
+    def side_thread_seconds(self) -> float:
+        """The CPU time of every thread but each process's main one: where tricorn (and gunicorn's
+        gthread workers) run a WSGI app, while tricorn's main thread runs the event loop."""
         stats = []
         for pid in self.pids():
             with contextlib.suppress(OSError):
                 stats += [f"/proc/{pid}/task/{tid}/stat" for tid in os.listdir(f"/proc/{pid}/task") if tid != str(pid)]
-        return _ticks(stats) / os.sysconf("SC_CLK_TCK"), len(stats)
+        return _ticks(stats) / os.sysconf("SC_CLK_TCK")
 
     def memory(self) -> tuple[int, int, int]:
         """Total RSS, the mean of the serving processes, and the master's (0 for one process)."""
@@ -363,8 +369,8 @@ class TrialRunner:
         self.engine = engine
 
     def run(self, trial: Trial, quick: bool = False, one_connection: bool = False, expected: float = 0.0) -> Trial:
-        """Measure `trial` in place. `expected`: what an earlier trial of this configuration
-        sustained; the ramp starts from it when the probe answered less."""
+        """Measure `trial` in place. `expected`: what a screening trial of this configuration
+        sustained; a full trial then ramps around it instead of probing."""
         workload = self.workload
         port = free_port()
         argv = self.server.argv(trial.workers, trial.threads, port)
@@ -379,9 +385,13 @@ class TrialRunner:
             target, scenario = workload.scenario(f"http://127.0.0.1:{port}")
             if one_connection:
                 self._one_connection(trial, server, target, scenario)
-            if self._probe(trial, server, target, scenario, quick):
-                trial.capacity = max(trial.capacity, expected)
-                self._ramp(trial, server, target, scenario, quick)
+            if expected and not quick:
+                # A confirmation: its screen already found the capacity to within 10%, and checked
+                # the answers. Spend the steps around it, not on the probe and rates far below.
+                trial.capacity = expected
+                self._ramp(trial, server, target, scenario, quick, CONFIRM_RAMP)
+            elif self._probe(trial, server, target, scenario, quick):
+                self._ramp(trial, server, target, scenario, quick, QUICK_RAMP if quick else FULL_RAMP)
             trial.status = "ok" if trial.throughput > 0 else "failed"
             counters = server.counters()
             if counters is not None:
@@ -418,14 +428,14 @@ class TrialRunner:
         CPU in the threads that run the app, which say how many threads one worker can keep busy."""
         load = Load("closed", connections=1, duration=ONE_CONNECTION_S, warmup=ONE_CONNECTION_S / 5,
                     timeout=self._timeout())
-        before, (side_before, _), began = server.cpu_seconds(), server.side_thread_seconds(), time.monotonic()
+        before, side_before, began = server.cpu_seconds(), server.side_thread_seconds(), time.monotonic()
         summary = self.engine.measure(target, scenario, load)
         wall = time.monotonic() - began
         # Each process's CPU time counts in clock ticks: take the least it can have been, so that a
         # request never looks busier than it is. The load ran at one pace throughout (warmup too).
         used = server.cpu_seconds() - before - len(server.pids()) / os.sysconf("SC_CLK_TCK")
         # The app threads' share as measured (up to a tick more): it caps threads, so err low.
-        side_after, _ = server.side_thread_seconds()
+        side_after = server.side_thread_seconds()
         if summary["throughput_rps"] > 0:
             trial.service_ms = summary["latency_ms"]["mean"]
             trial.cpu_ms = max(0.0, used) / wall * 1000 / summary["throughput_rps"]
@@ -453,8 +463,8 @@ class TrialRunner:
             return False
         return True
 
-    def _ramp(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario, quick: bool) -> None:
-        ramp = QUICK_RAMP if quick else FULL_RAMP
+    def _ramp(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario, quick: bool,
+              ramp: Sequence[float]) -> None:
         durations = self._durations(quick)
         best: Step | None = None
         failed: Step | None = None
@@ -464,6 +474,7 @@ class TrialRunner:
             step = self._checked_step(trial, server, target, scenario, rates.pop(0), durations)
             if step.passed:
                 best = step
+                rates = self._skip_ahead(trial, step, rates)
                 if not rates and beyond < BEYOND:
                     # The probe can underestimate a lot: with its connections all waiting on a slow
                     # app (Little's law), not on the server. Keep rising until a rate fails.
@@ -498,6 +509,21 @@ class TrialRunner:
         trial.throughput, trial.p50_ms, trial.p99_ms = best.throughput, best.p50_ms, best.p99_ms
         trial.server_cpu, trial.generator_cpu = best.server_cpu, best.generator_cpu
 
+    def _skip_ahead(self, trial: Trial, step: Step, rates: list[float]) -> list[float]:
+        """An async server (no threads to run out of) whose cores were mostly idle at a passing
+        rate is far below its capacity, which its CPU bounds: offer next what would keep FILL of
+        them busy (at most LEAP times this rate), skipping the ramp's rates below it. The probe's
+        connections, each waiting on a slow app, can measure a quarter of such a server's capacity.
+        Not for threads: a threaded worker can run out of threads with its core idle."""
+        cores = self.workload.server_cores
+        if trial.threads is not None or not cores or step.server_idle is None:
+            return rates
+        busy = len(cores) - step.server_idle
+        rate = step.offered * (min(LEAP, FILL * len(cores) / busy) if busy > 0 else LEAP)
+        if not rates or rate <= rates[0]:
+            return rates
+        return [rate, *(r for r in rates if r > rate)]
+
     def _checked_step(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario, rate: float,
                       durations: tuple[float, float]) -> Step:
         """A step, and when it fails, the same rate once more: one stall (a collection, a busy
@@ -514,7 +540,8 @@ class TrialRunner:
 
     def _step(self, server: ServerProcess, target: Target, scenario: Scenario, rate: float, duration: float,
               warmup: float) -> Step:
-        load = Load("open", connections=1024, rate=max(1.0, rate), duration=duration, warmup=warmup,
+        connections = max(1024, math.ceil(IN_FLIGHT * rate * self.workload.p99_ms / 1000))
+        load = Load("open", connections=connections, rate=max(1.0, rate), duration=duration, warmup=warmup,
                     timeout=self._timeout())
         summary, server_cpu, idle, served, lag = self._measure(server, target, scenario, load)
         errors = summary["error_count"] + sum(n for code, n in summary["status"].items() if int(code) >= 500)
