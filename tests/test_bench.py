@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import subprocess
 import sys
@@ -136,6 +137,24 @@ def test_refused_connections_are_counted_not_fatal(tmp_path) -> None:  # type: i
     result = bench_json(tmp_path, f"http://127.0.0.1:{port}/", "-c", "2", "-d", "1s")
     assert result["answered"] == 0 and set(result["errors"]) == {"refused"}
     assert result["requests"] == result["errors"]["refused"] > 0
+
+
+def test_connections_beyond_the_soft_open_files_limit(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """300 connections from a process allowed 128 open files: bench lifts its soft limit to the
+    hard one (tune too: an open-loop step can hold thousands of connections in flight)."""
+    url = target("delay:200")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard == resource.RLIM_INFINITY or hard >= 400, f"the hard open-files limit ({hard}) is below the test's"
+    out = tmp_path / "result.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "tricorn", "bench", url, "-c", "300", "-d", "1s", "--json", str(out), "-q"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard)),
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["error_count"] == 0, data["errors"]
+    assert data["answered"] >= 300  # every connection answered at least once: 1500 in 1 s at best
 
 
 def test_timeouts_are_errors(target, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -39,8 +39,8 @@ COARSE_THREADS = (1, 4, 16, 64)
 CONFIRM = 2  # the best screened candidates that get a full trial...
 CLOSE = 0.1  # ...when within this share of the best
 # Of its cores busy (measured over a step, overheads in): more processes can add at most
-# idle / busy, 11% here, which screening cannot tell from noise. An async worker at its p99 limit
-# was measured at 79-87% busy, and 2 processes on its core did serve 17% more.
+# idle / busy, 11% here, which screening cannot tell from noise (examples.tuning:io_asgi on one
+# core: 1 worker over 90% busy, 4 workers 7.5% more, interleaved; docs/tuning.md).
 SATURATED = 0.9
 
 

@@ -2,11 +2,12 @@
 
 A trial starts the server (pinned to the server's cores), waits until it answers, then runs a
 short closed-loop probe whose throughput is a first guess at capacity; a confirmation (the full
-trial of a screened configuration) starts from what its screen sustained instead, closer steps
-around it. From there the open loop offers rising rates, each for one step, until the p99 target or the error budget
-is broken; the highest rate that met both (and was answered, not queued) is the trial's
-sustainable throughput. Rates between the last pass and the first failure then narrow the gap to
-5%; a screening trial (quick) takes shorter steps and stops at 10%, to rank candidates cheaply.
+trial of a screened configuration) starts from what its screen sustained instead, with closer
+steps. From there the open loop offers rising rates, each for one step, until the p99 target or
+the error budget is broken; the highest rate that met both (and was answered, not queued) is the
+trial's sustainable throughput. Rates between the last pass and the first failure then narrow the
+gap to 5%; a screening trial (quick) takes shorter steps and stops at 10%, to rank candidates
+cheaply.
 
 The load comes from `tricorn bench`'s engine, in forked processes on the generator's cores, or
 from a Locust cluster (locust.py). When the generator, not the server, fell behind at the failing
