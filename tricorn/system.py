@@ -109,10 +109,9 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def raise_open_files_limit() -> int:
+def raise_open_files_limit() -> None:
     """Lift this process's soft limit on open files to the hard one (inherited by the processes it
     starts): a load generator and the servers it tests hold a socket per connection in flight."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import system
 from ..arguments import CommandParser, typed
 from ..bench import scenario as scenarios
 from ..config import duration, size
 from ..errors import ConfigError, UserError
+from ..system import raise_open_files_limit
 from . import report
 from .locust import LocustEngine, locustfile
 from .search import HEADROOM, Machine, Search, describe, plan_machine, reason
@@ -272,7 +272,7 @@ def main(argv: Sequence[str]) -> int:
         if (args.engine == "locust") != bool(args.locust_master):
             raise ConfigError("--engine locust needs --locust-master URL (and --locust-master needs --engine locust)")
         machine = plan_machine(args.cpus, args.memory, generator=args.engine == "builtin")
-        system.raise_open_files_limit()  # for the generator's connections, and the servers' (inherited)
+        raise_open_files_limit()  # for the generator's connections, and the servers' (inherited)
         server, threaded, target = server_command(args, extra)
         work = workload(args, machine)
         engine: LoadEngine
