@@ -2,7 +2,7 @@
 
   cpu_wsgi     2 ms of pure-Python work per request  → threads 1-2, workers ≈ CPUs
   io_wsgi      waits 50 ms (a database, an API)       → many threads per worker
-  io_asgi      awaits 50 ms                           → workers ≈ CPUs
+  io_asgi      awaits 50 ms (IO_MS)                   → workers ≈ CPUs
   memory_wsgi  holds 300 MB per worker (MEMORY_MB)    → no more workers than the memory limit fits
 
 `tricorn tune examples.tuning:io_wsgi`
@@ -13,6 +13,7 @@ import os
 import time
 
 _WORK = int(os.environ.get("CPU_WORK", "24000"))  # loop rounds: about 2 ms on a 2020s core
+_IO_S = int(os.environ.get("IO_MS", "50")) / 1000
 
 
 def _burn() -> int:
@@ -37,7 +38,7 @@ def io_wsgi(environ, start_response):
 async def io_asgi(scope, receive, send):
     if scope["type"] != "http":
         return
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(_IO_S)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok\n"})
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import struct
@@ -152,6 +153,16 @@ def test_io_bound_asgi_gets_a_worker_per_cpu_and_no_threads(asgi_tune: dict[str,
     printed = subprocess.run([sys.executable, "-m", "tricorn", "--config", str(toml), "--print-config", "x:app"],
                              capture_output=True, text=True, cwd=ROOT)
     assert f"workers = {rec['workers']}" in printed.stdout, printed.stdout + printed.stderr
+
+
+def test_a_slow_async_app_is_not_capped_by_the_generators_connections(tmp_path: Path) -> None:
+    """Each request held 250 ms: 1024 connections in flight would cap any server at 4,096 req/s
+    (Little's law); one core serves far more such requests when the generator opens what the
+    rate needs."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard == resource.RLIM_INFINITY or hard >= 4096, f"the hard open-files limit ({hard}) is below the test's"
+    data = tuned(tmp_path, "examples.tuning:io_asgi", "--workers", "1", "--p99", "400ms", env={"IO_MS": "250"})
+    assert data["recommendation"]["throughput"] > 1.25 * 1024 / 0.250, data["stdout"]
 
 
 def test_memory_heavy_app_gets_no_more_workers_than_fit(tmp_path: Path) -> None:

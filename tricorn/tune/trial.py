@@ -475,12 +475,12 @@ class TrialRunner:
             step = self._checked_step(trial, server, target, scenario, rates.pop(0), durations)
             if step.passed:
                 best = step
-                rates = self._skip_ahead(trial, step, rates)
                 if not rates and beyond < BEYOND:
                     # The probe can underestimate a lot: with its connections all waiting on a slow
                     # app (Little's law), not on the server. Keep rising until a rate fails.
                     beyond += 1
                     rates = [step.offered * GROW]
+                rates = self._skip_ahead(trial, step, rates)
                 continue
             failed = step
             if best is None and len(trial.steps) < 4 and step.offered * BELOW >= 1:
@@ -513,9 +513,8 @@ class TrialRunner:
     def _skip_ahead(self, trial: Trial, step: Step, rates: list[float]) -> list[float]:
         """An async server (no threads to run out of) whose cores were mostly idle at a passing
         rate is far below its capacity, which its CPU bounds: offer next what would keep FILL of
-        them busy (at most LEAP times this rate), skipping the ramp's rates below it. The probe's
-        connections, each waiting on a slow app, can measure a quarter of such a server's capacity.
-        Not for threads: a threaded worker can run out of threads with its core idle."""
+        them busy (at most LEAP times this rate), skipping the ramp's rates below it. Not for
+        threads: a threaded worker can run out of threads with its core idle."""
         cores = self.workload.server_cores
         if trial.threads is not None or not cores or step.server_idle is None:
             return rates
