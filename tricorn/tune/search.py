@@ -14,7 +14,9 @@ that overlap its I/O (and the loop's share of the request, which more threads do
 Likewise workers beyond the CPUs are tried only when the trial at workers = CPUs left
 CPU time idle at its highest load (used less than SATURATED of its cores): more processes than
 cores can only fill idle time. The best screened candidate, and the runner-up when within 10% of
-it, then get full trials, their ramps starting from what the screen sustained; the recommendation
+it and either faster or cheaper (one slower and dearer could only win by beating the screens'
+ranking by more than TIE), then get full trials, their ramps starting from what the screen
+sustained; the recommendation
 is the full trial with the highest sustainable throughput whose memory fits the limit with
 headroom; within TIE (5%) of it, fewer workers, then fewer threads.
 A candidate whose predicted memory (the master plus one worker's RSS per worker, from the trials
@@ -208,12 +210,14 @@ class Search:
 
     def _confirm(self) -> None:
         """Full trials for the best screened candidate (the cheapest within TIE of the fastest),
-        and for the runner-up when close enough that screening cannot tell them apart."""
+        and for the runner-up when close enough that screening cannot tell them apart and its full
+        trial could change the pick: it screened faster (the best won the tie), or it is cheaper."""
         screened = [t for t in self._ran("screen") if _usable(t)]
         if not screened:
             return
         best = cheapest(screened)
-        close = [t for t in screened if t is not best and t.throughput >= best.throughput * (1 - CLOSE)]
+        close = [t for t in screened if t is not best and t.throughput >= best.throughput * (1 - CLOSE)
+                 and (t.throughput > best.throughput or _cost(t) < _cost(best))]
         for trial in [best, *sorted(close, key=lambda t: -t.throughput)][:CONFIRM]:
             self._run(Trial(trial.workers, trial.threads), quick=False, expected=trial.throughput)
 
@@ -283,7 +287,11 @@ def cheapest(trials: list[Trial]) -> Trial:
     """The fastest of `trials`, or, within TIE of it, the one with fewer workers, then fewer threads."""
     fastest = max(t.throughput for t in trials)
     near = [t for t in trials if t.throughput >= fastest * (1 - TIE)]
-    return min(near, key=lambda t: (t.workers, t.threads or 0))
+    return min(near, key=_cost)
+
+
+def _cost(trial: Trial) -> tuple[int, int]:
+    return trial.workers, trial.threads or 0
 
 
 def recommend(trials: list[Trial]) -> Trial | None:

@@ -1,0 +1,54 @@
+"""The search's decisions, given trial results: which configurations get a full trial. The servers
+are left out here (tests/test_tune.py runs them end to end); a scripted runner answers each
+configuration with a fixed throughput, so each decision is checked exactly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from tricorn.tune.search import Machine, Search
+from tricorn.tune.trial import Trial
+
+
+@dataclass
+class ScriptedRunner:
+    throughputs: dict[int, float]  # workers: req/s, for an async app (no threads)
+    ran: list[tuple[str, int]] = field(default_factory=list)
+
+    def run(self, trial: Trial, quick: bool = False, one_connection: bool = False, expected: float = 0.0) -> Trial:
+        self.ran.append((trial.kind, trial.workers))
+        trial.status, trial.throughput, trial.wall_s = "ok", self.throughputs[trial.workers], 1.0
+        return trial
+
+    def expected_seconds(self, quick: bool) -> float:
+        return 1.0
+
+
+EIGHT_CPUS = Machine(8, "--cpus", 1 << 34, "--memory", frozenset(range(8)), frozenset(range(8, 16)))
+
+
+def confirmed(throughputs: dict[int, float]) -> list[int]:
+    runner = ScriptedRunner(throughputs)
+    search = Search(runner, EIGHT_CPUS, threaded=False, budget=600)  # type: ignore[arg-type]
+    search.run()
+    assert all(kind == "screen" for kind, _ in runner.ran[:3]), runner.ran
+    return [workers for kind, workers in runner.ran if kind == "full"]
+
+
+SCALING = {1: 15_000, 2: 27_000, 4: 59_000, 6: 84_000, 16: 94_000}
+
+
+@pytest.mark.parametrize(("eight", "twelve", "full"), [
+    # 12 workers screened within 10% of 8 but slower: it could only be picked by beating the
+    # screens' ranking by more than TIE, which is not worth a full trial.
+    (100_000, 95_000, [8]),
+    # 12 screened faster, within TIE: 8 is picked as the cheaper, and 12's full trial decides.
+    (100_000, 103_000, [8, 12]),
+    # 12 faster by more than TIE: the climb moves to it; 8, cheaper and within 10%, gets one too.
+    (100_000, 108_000, [12, 8]),
+])
+def test_a_runner_up_gets_a_full_trial_only_when_it_could_change_the_pick(
+        eight: float, twelve: float, full: list[int]) -> None:
+    assert confirmed({**SCALING, 8: eight, 12: twelve}) == full
