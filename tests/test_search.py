@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tricorn.tune.search import Machine, Search
-from tricorn.tune.trial import Trial
+from tricorn.tune.trial import Step, Trial
 
 
 @dataclass
@@ -20,6 +20,9 @@ class ScriptedRunner:
     def run(self, trial: Trial, quick: bool = False, one_connection: bool = False, expected: float = 0.0) -> Trial:
         self.ran.append((trial.kind, trial.workers))
         trial.status, trial.throughput, trial.wall_s = "ok", self.throughputs[trial.workers], 1.0
+        # Its highest step kept the server's cores 95% busy.
+        trial.steps = [Step(trial.throughput, 1.0, trial.throughput, 50.0, 100.0, int(trial.throughput), 0, 0.95,
+                            1.0, 0.0, True, server_idle=0.05)]
         return trial
 
     def expected_seconds(self, quick: bool) -> float:
@@ -27,12 +30,18 @@ class ScriptedRunner:
 
 
 EIGHT_CPUS = Machine(8, "--cpus", 1 << 34, "--memory", frozenset(range(8)), frozenset(range(8, 16)))
+ONE_CPU = Machine(1, "--cpus", 1 << 34, "--memory", frozenset({0}), frozenset({1}))
+
+
+def searched(machine: Machine, throughputs: dict[int, float]) -> ScriptedRunner:
+    runner = ScriptedRunner(throughputs)
+    search = Search(runner, machine, threaded=False, budget=600)  # type: ignore[arg-type]
+    assert search.run() is not None
+    return runner
 
 
 def confirmed(throughputs: dict[int, float]) -> list[int]:
-    runner = ScriptedRunner(throughputs)
-    search = Search(runner, EIGHT_CPUS, threaded=False, budget=600)  # type: ignore[arg-type]
-    search.run()
+    runner = searched(EIGHT_CPUS, throughputs)
     assert all(kind == "screen" for kind, _ in runner.ran[:3]), runner.ran
     return [workers for kind, workers in runner.ran if kind == "full"]
 
@@ -52,3 +61,11 @@ SCALING = {1: 15_000, 2: 27_000, 4: 59_000, 6: 84_000, 16: 94_000}
 def test_a_runner_up_gets_a_full_trial_only_when_it_could_change_the_pick(
         eight: float, twelve: float, full: list[int]) -> None:
     assert confirmed({**SCALING, 8: eight, 12: twelve}) == full
+
+
+def test_small_gains_that_add_up_are_climbed_past_and_a_busy_event_loop_still_gets_more_workers() -> None:
+    """Measured on one core (examples.tuning:io_asgi, wrk, interleaved): 1 worker kept the core 95%
+    busy, yet 2 workers served 5% more and 3 workers 12% more: neither the worker limit nor a
+    climb that needs more than TIE per step may stop at 1."""
+    runner = searched(ONE_CPU, {1: 21_000, 2: 22_000, 3: 23_500, 4: 23_700})
+    assert runner.ran == [("screen", 1), ("screen", 2), ("screen", 3), ("screen", 4), ("full", 3), ("full", 4)]

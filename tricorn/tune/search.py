@@ -6,17 +6,20 @@ the server's CPUs, at least 4) and, for a WSGI app, threads per worker (1 to 128
 
 The grid is never walked whole. Screening trials (short, coarse steps) rank candidates cheaply:
 threads first at workers = CPUs (1, 4, 16, 64, then climbing towards the better neighbour while it
-gains more than TIE), then workers at the best thread count, the same way. Threads are tried only
+gains more than TIE, looking one further past a neighbour that gains less: small gains add up),
+then workers at the best thread count, the same way. Threads are tried only
 up to twice what one worker can keep busy: the first trial measures a request's latency over one
 connection against the CPU its app thread spent on it, and under one GIL a worker runs one
 request's Python at a time, so an app that is all CPU gains nothing from threads beyond the ones
 that overlap its I/O (and the loop's share of the request, which more threads do overlap).
-Likewise workers beyond the CPUs are tried only when the trial at workers = CPUs left
-CPU time idle at its highest load (used less than SATURATED of its cores): more processes than
-cores can only fill idle time. The best screened candidate, and the runner-up when within 10% of
-it and either faster or cheaper (one slower and dearer could only win by beating the screens'
-ranking by more than TIE), then get full trials, their ramps starting from what the screen
-sustained; the recommendation
+Likewise, for a threaded server, workers beyond the CPUs are tried only when the trial at
+workers = CPUs left CPU time idle at its highest load (used less than SATURATED of its cores):
+more processes than cores can only fill idle time. Not for an async server: event loops taking
+turns on a core spend less CPU per request (on one core, examples.tuning:io_asgi kept it 95%
+busy with 1 worker, and 3 workers served 12% more; docs/tuning.md).
+The best screened candidate, and the runner-up when within 10% of it and either faster or
+cheaper (one slower and dearer could only win by beating the screens' ranking by more than TIE),
+then get full trials, their ramps starting from what the screen sustained; the recommendation
 is the full trial with the highest sustainable throughput whose memory fits the limit with
 headroom; within TIE (5%) of it, fewer workers, then fewer threads.
 A candidate whose predicted memory (the master plus one worker's RSS per worker, from the trials
@@ -40,9 +43,8 @@ THREADS = (1, 2, 4, 8, 16, 32, 64, 128)
 COARSE_THREADS = (1, 4, 16, 64)
 CONFIRM = 2  # the best screened candidates that get a full trial...
 CLOSE = 0.1  # ...when within this share of the best
-# Of its cores busy (measured over a step, overheads in): more processes can add at most
-# idle / busy, 11% here, which screening cannot tell from noise (examples.tuning:io_asgi on one
-# core: 1 worker over 90% busy, 4 workers 7.5% more, interleaved; docs/tuning.md).
+# Of its cores busy (measured over a step, overheads in): more threaded workers can add at most
+# idle / busy, 11% here, which screening cannot tell from noise.
 SATURATED = 0.9
 
 
@@ -161,12 +163,21 @@ class Search:
     # the search --------------------------------------------------------------------------
 
     def _climb(self, values: Sequence[Any], start: Any, key: Callable[[Any], tuple[int, int | None]]) -> Any:
-        """Move along one axis towards the better neighbour while it gains more than TIE."""
+        """Move along one axis towards the better neighbour while it gains more than TIE. Past a
+        neighbour that gains less, look one further: gains too small to tell apart one step at a
+        time can add up (on one core, io_asgi: 1 → 2 workers +5%, → 3 workers +12%)."""
         index = values.index(start)
         current = self._screen(*key(start))
         while True:
-            neighbours = [i for i in (index - 1, index + 1) if 0 <= i < len(values)]
-            scored = [(self._screen(*key(values[i])), i) for i in neighbours]
+            scored: list[tuple[Trial, int]] = []
+            for way in (-1, 1):
+                i = index + way
+                if not 0 <= i < len(values):
+                    continue
+                neighbour = self._screen(*key(values[i]))
+                scored.append((neighbour, i))
+                if 0 <= i + way < len(values) and _usable(neighbour) and neighbour.throughput > _score(current):
+                    scored.append((self._screen(*key(values[i + way])), i + way))
             better = [(trial, i) for trial, i in scored
                       if _usable(trial) and trial.throughput > _score(current) * (1 + TIE)]
             if not better:
@@ -195,8 +206,9 @@ class Search:
         """More processes than cores only share the cores: they can add throughput only by filling
         CPU time that the workers = CPUs trial left idle. When that trial kept SATURATED of its
         cores busy at the highest rate offered (their idle time, when pinned; else the server's
-        own CPU), don't spend trials on more. Not when --workers names them."""
-        if self.only_workers or trial.status != "ok" or not trial.steps:
+        own CPU), don't spend trials on more. Not when --workers names them, nor for an async
+        server (the module's docstring says why)."""
+        if not self.threaded or self.only_workers or trial.status != "ok" or not trial.steps:
             return
         cores = self.machine.cpus
         busy = max(cores - step.server_idle if step.server_idle is not None else step.server_cpu
