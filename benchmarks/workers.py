@@ -8,6 +8,9 @@
             shares the cores with the servers, so read the ratio, not the absolute numbers.
   scaling   req/s with 1, 2, 4… workers (up to half the cores), the server pinned to as many cores
             as workers and wrk to the other half: for a machine with many cores (not the default)
+  one-core  req/s of an async app that waits 50 ms (examples.tuning:io_asgi) with 1 to 4 workers,
+            all pinned to one core, wrk on another: do event loops gain from sharing a core?
+            (`tricorn tune` tries more workers than CPUs for async apps because they do)
 
 Run by hand (never in CI):  python benchmarks/workers.py [startup memory 2workers scaling] --rounds 5
 """
@@ -150,6 +153,31 @@ def scaling(rounds: int, duration: int) -> None:
                   f"ratio {ours / theirs:.2f}", flush=True)
 
 
+def one_core(rounds: int, duration: int) -> None:
+    """An async app on one core with 1 to 4 workers, tricorn vs uvicorn, wrk on another core."""
+    cores = sorted(os.sched_getaffinity(0))
+    server, load = str(cores[0]), str(cores[1])
+    print(f"one-core: examples.tuning:io_asgi, server on CPU {server}, wrk -t1 -c1500 on {load}; "
+          f"{rounds} interleaved rounds of {duration}s, medians (ranges), ratio to 1 worker")
+    app = "examples.tuning:io_asgi"
+    results: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for workers in (1, 2, 3, 4):
+            for name in ("tricorn", "uvicorn"):
+                port = free_port()
+                with running(["taskset", "-c", server, *SERVERS[name](app, workers, port)]):
+                    wait_ready(port, timeout=30)
+                    time.sleep(1.0)
+                    wrk = ["taskset", "-c", load, "wrk", "-t1", "-c1500", f"-d{duration}s", f"http://127.0.0.1:{port}/"]
+                    out = subprocess.run(wrk, capture_output=True, text=True, check=True).stdout
+                    results.setdefault((name, workers), []).append(float(out.split("Requests/sec:")[1].split()[0]))
+    for name in ("tricorn", "uvicorn"):
+        alone = statistics.median(results[name, 1])
+        cells = [f"-w {w}: {statistics.median(v):,.0f} ({min(v):,.0f} to {max(v):,.0f}) "
+                 f"ratio {statistics.median(v) / alone:.2f}" for (n, w), v in results.items() if n == name]
+        print(f"  {name:8} " + "  ".join(cells), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", default=["startup", "memory", "2workers"])
@@ -165,6 +193,8 @@ def main() -> None:
             two_workers(args.rounds, args.duration)
         elif part == "scaling":
             scaling(args.rounds, args.duration)
+        elif part == "one-core":
+            one_core(args.rounds, args.duration)
         else:
             parser.error(f"unknown part {part!r}")
 

@@ -7,16 +7,16 @@ the server's CPUs, at least 4) and, for a WSGI app, threads per worker (1 to 128
 The grid is never walked whole. Screening trials (short, coarse steps) rank candidates cheaply:
 threads first at workers = CPUs (1, 4, 16, 64, then climbing towards the better neighbour while it
 gains more than TIE, looking one further past a neighbour that gains less: small gains add up),
-then workers at the best thread count, the same way. Threads are tried only
-up to twice what one worker can keep busy: the first trial measures a request's latency over one
-connection against the CPU its app thread spent on it, and under one GIL a worker runs one
-request's Python at a time, so an app that is all CPU gains nothing from threads beyond the ones
-that overlap its I/O (and the loop's share of the request, which more threads do overlap).
+then workers at the best thread count, the same way. Threads are tried only up to twice what one
+worker can keep busy: the first trial measures a request's latency over one connection against
+the CPU its app thread spent on it, and under one GIL a worker runs one request's Python at a
+time, so an app that is all CPU gains nothing from threads beyond the ones that overlap its I/O
+(and the loop's share of the request, which more threads do overlap).
 Likewise, for a threaded server, workers beyond the CPUs are tried only when the trial at
 workers = CPUs left CPU time idle at its highest load (used less than SATURATED of its cores):
 more processes than cores can only fill idle time. Not for an async server: event loops taking
 turns on a core spend less CPU per request (on one core, examples.tuning:io_asgi kept it 95%
-busy with 1 worker, and 3 workers served 12% more; docs/tuning.md).
+busy with 1 worker, and 3 or 4 workers served 5-12% more, by the run; docs/tuning.md).
 The best screened candidate, and the runner-up when within 10% of it and either faster or
 cheaper (one slower and dearer could only win by beating the screens' ranking by more than TIE),
 then get full trials, their ramps starting from what the screen sustained; the recommendation
