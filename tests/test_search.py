@@ -21,8 +21,9 @@ class ScriptedRunner:
         self.ran.append((trial.kind, trial.workers))
         trial.status, trial.throughput, trial.wall_s = "ok", self.throughputs[trial.workers], 1.0
         # Its highest step kept the server's cores 95% busy.
-        trial.steps = [Step(trial.throughput, 1.0, trial.throughput, 50.0, 100.0, int(trial.throughput), 0, 0.95,
-                            1.0, 0.0, True, server_idle=0.05)]
+        trial.steps = [Step(offered=trial.throughput, duration=1.0, throughput=trial.throughput, p50_ms=50.0,
+                            p99_ms=100.0, requests=int(trial.throughput), errors=0, server_cpu=0.95,
+                            generator_cpu=1.0, behind_ms=0.0, passed=True, server_idle=0.05)]
         return trial
 
     def expected_seconds(self, quick: bool) -> float:

@@ -143,7 +143,7 @@ def test_io_bound_asgi_gets_a_worker_per_cpu_and_no_threads(asgi_tune: dict[str,
     rec = asgi_tune["recommendation"]
     assert rec["threads"] is None and all(t["threads"] is None for t in asgi_tune["trials"])
     # A worker per CPU, or a process or two more: event loops taking turns on a core spend less CPU
-    # per request (docs/tuning.md, measured on one core: 1 → 3 workers +12%).
+    # per request (docs/tuning.md, measured on one core: 3 or 4 workers +5-12%).
     cpus = asgi_tune["machine"]["cpus"]
     assert cpus <= rec["workers"] <= 2 * cpus + 1, asgi_tune["stdout"]
     check_worker_limit(asgi_tune)
