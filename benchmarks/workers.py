@@ -12,7 +12,7 @@
             all pinned to one core, wrk on another: do event loops gain from sharing a core?
             (`tricorn tune` tries more workers than CPUs for async apps because they do)
 
-Run by hand (never in CI):  python benchmarks/workers.py [startup memory 2workers scaling] --rounds 5
+Run by hand (never in CI):  python benchmarks/workers.py [startup memory 2workers scaling one-core] --rounds 5
 """
 
 from __future__ import annotations

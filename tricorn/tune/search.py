@@ -203,11 +203,11 @@ class Search:
                 f"{app_cpu_ms:.2f} ms of it {where}, so a worker keeps at most {busy:.1f} busy")
 
     def _limit_workers(self, trial: Trial) -> None:
-        """More processes than cores only share the cores: they can add throughput only by filling
-        CPU time that the workers = CPUs trial left idle. When that trial kept SATURATED of its
-        cores busy at the highest rate offered (their idle time, when pinned; else the server's
-        own CPU), don't spend trials on more. Not when --workers names them, nor for an async
-        server (the module's docstring says why)."""
+        """Threaded workers beyond the cores only share the cores: they can add throughput only by
+        filling CPU time that the workers = CPUs trial left idle. When that trial kept SATURATED
+        of its cores busy at the highest rate offered (their idle time, when pinned; else the
+        server's own CPU), don't spend trials on more. Not when --workers names them, nor for an
+        async server, whose event loops gain by taking turns on a core (the module's docstring)."""
         if not self.threaded or self.only_workers or trial.status != "ok" or not trial.steps:
             return
         cores = self.machine.cpus
