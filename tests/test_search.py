@@ -16,9 +16,11 @@ from tricorn.tune.trial import Step, Trial
 class ScriptedRunner:
     throughputs: dict[int, float]  # workers: req/s, for an async app (no threads)
     ran: list[tuple[str, int]] = field(default_factory=list)
+    expected: dict[tuple[str, int], float] = field(default_factory=dict)  # where each trial was told to start
 
     def run(self, trial: Trial, quick: bool = False, one_connection: bool = False, expected: float = 0.0) -> Trial:
         self.ran.append((trial.kind, trial.workers))
+        self.expected[trial.kind, trial.workers] = expected
         trial.status, trial.throughput, trial.wall_s = "ok", self.throughputs[trial.workers], 1.0
         # Its highest step kept the server's cores 95% busy.
         trial.steps = [Step(offered=trial.throughput, duration=1.0, throughput=trial.throughput, p50_ms=50.0,
@@ -70,3 +72,14 @@ def test_small_gains_that_add_up_are_climbed_past_and_a_busy_event_loop_still_ge
     the worker limit nor a climb that needs more than TIE per step may stop at 1."""
     runner = searched(ONE_CPU, {1: 21_000, 2: 22_000, 3: 23_500, 4: 23_700})
     assert runner.ran == [("screen", 1), ("screen", 2), ("screen", 3), ("screen", 4), ("full", 3), ("full", 4)]
+
+
+def test_an_async_screen_starts_from_its_nearest_screened_neighbour_scaled_by_the_cpus_it_can_use() -> None:
+    """The first screen probes; the next ones start where their neighbour's throughput, per CPU
+    its workers can use, says they will be. Confirmations start from their own screens."""
+    runner = searched(EIGHT_CPUS, {**SCALING, 8: 100_000, 12: 95_000})
+    assert runner.ran[:3] == [("screen", 8), ("screen", 6), ("screen", 12)], runner.ran
+    assert runner.expected == {("screen", 8): 0.0, ("screen", 6): 100_000 * 6 / 8, ("screen", 12): 100_000,
+                               ("full", 8): 100_000}
+    runner = searched(ONE_CPU, {1: 21_000, 2: 22_000, 3: 23_500, 4: 23_700})
+    assert [runner.expected["screen", w] for w in (1, 2, 3, 4)] == [0.0, 21_000, 22_000, 23_500]

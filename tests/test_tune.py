@@ -148,6 +148,13 @@ def test_io_bound_asgi_gets_a_worker_per_cpu_and_no_threads(asgi_tune: dict[str,
     assert cpus <= rec["workers"] <= 2 * cpus + 1, asgi_tune["stdout"]
     check_worker_limit(asgi_tune)
     check_server_counters(asgi_tune)
+    # A screen after the first starts from its nearest screened neighbour (search._seed), not a probe.
+    screens = [t for t in asgi_tune["trials"] if t["kind"] == "screen" and t["status"] == "ok"]
+    for i, trial in enumerate(screens[1:], 1):
+        near = min(screens[:i], key=lambda t: (abs(t["workers"] - trial["workers"]), -t["throughput"]))
+        seed = near["throughput"] * min(trial["workers"], cpus) / min(near["workers"], cpus)
+        assert trial["capacity_rps"] == pytest.approx(seed, rel=1e-4), trial
+        assert trial["steps"][0]["offered"] == pytest.approx(0.7 * seed, rel=0.001), trial
     # --write: the snippet went into the file, and tricorn reads it back.
     toml = asgi_tune["dir"] / "tricorn.toml"
     assert toml.read_text() == f"workers = {rec['workers']}\n"

@@ -7,11 +7,13 @@ the server's CPUs, at least 4) and, for a WSGI app, threads per worker (1 to 128
 The grid is never walked whole. Screening trials (short, coarse steps) rank candidates cheaply:
 threads first at workers = CPUs (1, 4, 16, 64, then climbing towards the better neighbour while it
 gains more than TIE, looking one further past a neighbour that gains less: small gains add up),
-then workers at the best thread count, the same way. Threads are tried only up to twice what one
-worker can keep busy: the first trial measures a request's latency over one connection against
-the CPU its app thread spent on it, and under one GIL a worker runs one request's Python at a
-time, so an app that is all CPU gains nothing from threads beyond the ones that overlap its I/O
-(and the loop's share of the request, which more threads do overlap).
+then workers at the best thread count, the same way (an async server's screens after the first
+start their ramps from the nearest screened worker count's throughput, not from a probe).
+Threads are tried only up to twice what one worker can keep busy: the first trial measures a
+request's latency over one connection against the CPU its app thread spent on it, and under one
+GIL a worker runs one request's Python at a time, so an app that is all CPU gains nothing from
+threads beyond the ones that overlap its I/O (and the loop's share of the request, which more
+threads do overlap).
 Likewise, for a threaded server, workers beyond the CPUs are tried only when the trial at
 workers = CPUs left CPU time idle at its highest load (used less than SATURATED of its cores):
 more processes than cores can only fill idle time. Not for an async server: event loops taking
@@ -237,7 +239,21 @@ class Search:
         for trial in self.trials:
             if trial.kind == "screen" and trial.key == (workers, threads):
                 return trial
-        return self._run(Trial(workers, threads), quick=True)
+        return self._run(Trial(workers, threads), quick=True, expected=self._seed(workers))
+
+    def _seed(self, workers: int) -> float:
+        """Where an async server's screen starts its ramp: the nearest screened worker count's
+        throughput, scaled by the CPUs the workers can use. The probe's closed loop can start far
+        below a slow app's capacity (Little's law: its 1,024 connections, each held 50 ms, cap it
+        at 20,480 req/s, a fifth of what io_asgi's 8 workers serve on 8 CPUs) and spend steps
+        climbing back. Threads change throughput too much from one candidate to the next (1 to
+        4 threads: up to 4×) to start from a neighbour."""
+        screened = [t for t in self._ran("screen") if t.status == "ok"]
+        if self.threaded or not screened:
+            return 0.0
+        near = min(screened, key=lambda t: (abs(t.workers - workers), -t.throughput))
+        cpus = self.machine.cpus
+        return near.throughput * min(workers, cpus) / min(near.workers, cpus)
 
     def _run(self, trial: Trial, quick: bool, one_connection: bool = False, expected: float = 0.0) -> Trial:
         trial.kind = "screen" if quick else "full"

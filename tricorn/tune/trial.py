@@ -1,13 +1,14 @@
 """One trial: start a server under one configuration and find the highest offered load it sustains.
 
 A trial starts the server (pinned to the server's cores), waits until it answers, then runs a
-short closed-loop probe whose throughput is a first guess at capacity; a confirmation (the full
-trial of a screened configuration) starts from what its screen sustained instead, with closer
-steps. From there the open loop offers rising rates, each for one step, until the p99 target or
-the error budget is broken; the highest rate that met both (and was answered, not queued) is the
-trial's sustainable throughput. Rates between the last pass and the first failure then narrow the
-gap to 5%; a screening trial (quick) takes shorter steps and stops at 10%, to rank candidates
-cheaply.
+short closed-loop probe whose throughput is a first guess at capacity; a trial given a better
+guess starts from it instead: a confirmation (the full trial of a screened configuration) from
+what its screen sustained, with closer steps, and an async server's screen from its neighbour's.
+From there the open loop offers rising rates, each for one step, until the p99 target or the
+error budget is broken; the highest rate that met both (and was answered, not queued) is the
+trial's sustainable throughput. Rates between the last pass and the first failure then narrow
+the gap to 5%; a screening trial (quick) takes shorter steps and stops at 10%, to rank
+candidates cheaply.
 
 The load comes from `tricorn bench`'s engine, in forked processes on the generator's cores, or
 from a Locust cluster (locust.py). When the generator, not the server, fell behind at the failing
@@ -47,7 +48,8 @@ FILL, LEAP = 0.8, 2.0  # an async server's cores mostly idle at a passing rate: 
 # this share of them, at most this many times higher
 FULL_RESOLUTION, QUICK_RESOLUTION = 0.05, 0.1  # the largest gap left between the last pass and the first failure
 KEEP_UP = 0.95  # a step passes only if the server answered this share of the rate offered
-# An open-loop step may open rate × p99 target × this many connections (at least 1024): a step
+CONNECTIONS = 1024  # the fewest an open-loop step opens, and the most the probe does
+# An open-loop step may open rate × p99 target × this many connections (at least CONNECTIONS): a step
 # that passes has about rate × latency in flight, so the generator never runs out of connections
 # before the server breaks the target (1024 connections cap a 50 ms app at 20,480 req/s).
 IN_FLIGHT = 1.5
@@ -370,8 +372,8 @@ class TrialRunner:
         self.engine = engine
 
     def run(self, trial: Trial, quick: bool = False, one_connection: bool = False, expected: float = 0.0) -> Trial:
-        """Measure `trial` in place. `expected`: what a screening trial of this configuration
-        sustained; a full trial then ramps around it instead of probing."""
+        """Measure `trial` in place. `expected`: about what it will sustain (for a full trial, what
+        its screen did); the ramp starts around it instead of probing."""
         workload = self.workload
         port = free_port()
         argv = self.server.argv(trial.workers, trial.threads, port)
@@ -386,11 +388,12 @@ class TrialRunner:
             target, scenario = workload.scenario(f"http://127.0.0.1:{port}")
             if one_connection:
                 self._one_connection(trial, server, target, scenario)
-            if expected and not quick:
-                # A confirmation: its screen already found the capacity to within 10%, and checked
-                # the answers. Spend the steps around it, not on the probe and rates far below.
+            if expected:
+                # A confirmation (its screen found the capacity to within 10%), or a screen seeded
+                # from its neighbour's; an earlier trial checked the answers. Spend the steps
+                # around it, not on the probe and rates far below.
                 trial.capacity = expected
-                self._ramp(trial, server, target, scenario, quick, CONFIRM_RAMP)
+                self._ramp(trial, server, target, scenario, quick, QUICK_RAMP if quick else CONFIRM_RAMP)
             elif self._probe(trial, server, target, scenario, quick):
                 self._ramp(trial, server, target, scenario, quick, QUICK_RAMP if quick else FULL_RAMP)
             trial.status = "ok" if trial.throughput > 0 else "failed"
@@ -443,11 +446,12 @@ class TrialRunner:
             trial.thread_cpu_ms = max(0.0, side_after - side_before) / wall * 1000 / summary["throughput_rps"]
 
     def _probe(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario, quick: bool) -> bool:
-        """A closed loop with enough connections to keep every worker thread busy: a first guess
-        at capacity, and the place to notice a workload the app rejects."""
+        """A closed loop with enough connections to keep every worker thread busy (an async
+        server's: CONNECTIONS, which Little's law still lets a slow app's latency cap): a first
+        guess at capacity, and the place to notice a workload the app rejects."""
         duration, warmup = self._durations(quick)
         threads = trial.workers * trial.threads if trial.threads else 0
-        connections = min(1024, max(8, 2 * threads)) if threads else 256
+        connections = min(CONNECTIONS, max(8, 2 * threads)) if threads else CONNECTIONS
         load = Load("closed", connections=connections, duration=duration, warmup=warmup, timeout=self._timeout())
         summary, *_ = self._measure(server, target, scenario, load)
         self._sample_memory(trial, server)
@@ -540,7 +544,7 @@ class TrialRunner:
 
     def _step(self, server: ServerProcess, target: Target, scenario: Scenario, rate: float, duration: float,
               warmup: float) -> Step:
-        connections = max(1024, math.ceil(IN_FLIGHT * rate * self.workload.p99_ms / 1000))
+        connections = max(CONNECTIONS, math.ceil(IN_FLIGHT * rate * self.workload.p99_ms / 1000))
         load = Load("open", connections=connections, rate=max(1.0, rate), duration=duration, warmup=warmup,
                     timeout=self._timeout())
         summary, server_cpu, idle, served, lag = self._measure(server, target, scenario, load)
