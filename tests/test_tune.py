@@ -200,7 +200,9 @@ def test_cmd_template_tunes_another_command(tmp_path: Path) -> None:
     rec = data["recommendation"]
     assert rec["threads"] >= 16
     assert rec["command"].startswith(sys.executable) and f"--threads {rec['threads']}" in rec["command"]
-    assert "command: " in data["stdout"]
+    # The command to use keeps the port for the user to fill: each trial's was a free one of the moment.
+    assert data["snippet"] == template.format(workers=rec["workers"], threads=rec["threads"], port="{port}")
+    assert f"command: {data['snippet']}" in data["stdout"]
 
 
 # the report in a browser -------------------------------------------------------------------------

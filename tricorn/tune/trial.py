@@ -152,6 +152,12 @@ class ServerCommand:
             argv += ["--threads", str(threads)]
         return [*argv, *self.extra]
 
+    def to_use(self, workers: int, threads: int | None) -> str:
+        """The --cmd line to run in production: this configuration, the port left for the user
+        (a trial's was a free one of the moment)."""
+        assert self.template is not None
+        return self.template.format(workers=workers, threads=threads or 1, port="{port}")
+
     def counted(self, workers: int) -> bool:
         """Whether the server keeps a scoreboard to read: tricorn's master, with 2+ workers."""
         return self.template is None and workers > 1
