@@ -74,12 +74,23 @@ def test_small_gains_that_add_up_are_climbed_past_and_a_busy_event_loop_still_ge
     assert runner.ran == [("screen", 1), ("screen", 2), ("screen", 3), ("screen", 4), ("full", 3), ("full", 4)]
 
 
+def test_a_neighbour_that_screens_level_or_a_little_lower_is_looked_past() -> None:
+    """1 → 2 workers gains a few percent on one core, which one screen can measure as a loss: the
+    climb still looks at 3."""
+    runner = searched(ONE_CPU, {1: 22_000, 2: 21_200, 3: 23_700, 4: 23_000})
+    assert runner.ran == [("screen", 1), ("screen", 2), ("screen", 3), ("screen", 4), ("full", 3), ("full", 1)]
+    # Clearly lower (by more than TIE): the climb stops there.
+    runner = searched(ONE_CPU, {1: 22_000, 2: 20_000, 3: 30_000, 4: 30_000})
+    assert runner.ran == [("screen", 1), ("screen", 2), ("full", 1)], runner.ran
+
+
 def test_an_async_screen_starts_from_its_nearest_screened_neighbour_scaled_by_the_cpus_it_can_use() -> None:
     """The first screen probes; the next ones start where their neighbour's throughput, per CPU
     its workers can use, says they will be. Confirmations start from their own screens."""
     runner = searched(EIGHT_CPUS, {**SCALING, 8: 100_000, 12: 95_000})
-    assert runner.ran[:3] == [("screen", 8), ("screen", 6), ("screen", 12)], runner.ran
+    assert runner.ran[:4] == [("screen", 8), ("screen", 6), ("screen", 12), ("screen", 16)], runner.ran
+    # 16 workers: from 12, the nearest, whose workers use the same 8 CPUs.
     assert runner.expected == {("screen", 8): 0.0, ("screen", 6): 100_000 * 6 / 8, ("screen", 12): 100_000,
-                               ("full", 8): 100_000}
+                               ("screen", 16): 95_000, ("full", 8): 100_000}
     runner = searched(ONE_CPU, {1: 21_000, 2: 22_000, 3: 23_500, 4: 23_700})
     assert [runner.expected["screen", w] for w in (1, 2, 3, 4)] == [0.0, 21_000, 22_000, 23_500]

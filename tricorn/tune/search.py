@@ -6,7 +6,7 @@ the server's CPUs, at least 4) and, for a WSGI app, threads per worker (1 to 128
 
 The grid is never walked whole. Screening trials (short, coarse steps) rank candidates cheaply:
 threads first at workers = CPUs (1, 4, 16, 64, then climbing towards the better neighbour while it
-gains more than TIE, looking one further past a neighbour that gains less: small gains add up),
+gains more than TIE, looking one further past a neighbour within TIE: small gains add up),
 then workers at the best thread count, the same way (an async server's screens after the first
 start their ramps from the nearest screened worker count's throughput, not from a probe).
 Threads are tried only up to twice what one worker can keep busy: the first trial measures a
@@ -166,8 +166,9 @@ class Search:
 
     def _climb(self, values: Sequence[Any], start: Any, key: Callable[[Any], tuple[int, int | None]]) -> Any:
         """Move along one axis towards the better neighbour while it gains more than TIE. Past a
-        neighbour that gains less, look one further: gains too small to tell apart one step at a
-        time can add up (on one core, io_asgi: 1 → 2 workers +5%, → 3 workers +12%)."""
+        neighbour within TIE of it (level, either way), look one further: gains too small to tell
+        apart one step at a time can add up (on one core, io_asgi: 1 → 2 workers +2-5%, which one
+        screen can measure as a loss, → 3 workers +5-12%)."""
         index = values.index(start)
         current = self._screen(*key(start))
         while True:
@@ -178,7 +179,8 @@ class Search:
                     continue
                 neighbour = self._screen(*key(values[i]))
                 scored.append((neighbour, i))
-                if 0 <= i + way < len(values) and _usable(neighbour) and neighbour.throughput > _score(current):
+                level = _usable(neighbour) and neighbour.throughput >= _score(current) * (1 - TIE)
+                if 0 <= i + way < len(values) and level:
                     scored.append((self._screen(*key(values[i + way])), i + way))
             better = [(trial, i) for trial, i in scored
                       if _usable(trial) and trial.throughput > _score(current) * (1 + TIE)]
