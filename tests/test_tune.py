@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tricorn.tune.trial import QUICK_RAMP
+
 from .conftest import APPS, ROOT, free_port
 
 pytestmark = pytest.mark.timeout(300)
@@ -154,7 +156,7 @@ def test_io_bound_asgi_gets_a_worker_per_cpu_and_no_threads(asgi_tune: dict[str,
         near = min(screens[:i], key=lambda t: (abs(t["workers"] - trial["workers"]), -t["throughput"]))
         seed = near["throughput"] * min(trial["workers"], cpus) / min(near["workers"], cpus)
         assert trial["capacity_rps"] == pytest.approx(seed, rel=1e-4), trial
-        assert trial["steps"][0]["offered"] == pytest.approx(0.7 * seed, rel=0.001), trial
+        assert trial["steps"][0]["offered"] == pytest.approx(QUICK_RAMP[0] * seed, rel=0.001), trial
     # --write: the snippet went into the file, and tricorn reads it back.
     toml = asgi_tune["dir"] / "tricorn.toml"
     assert toml.read_text() == f"workers = {rec['workers']}\n"

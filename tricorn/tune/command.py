@@ -157,7 +157,7 @@ def result(target: str, machine: Machine, work: Workload, search: Search, pick: 
         recommendation = {"workers": pick.workers, "threads": pick.threads, "throughput": round(pick.throughput, 1),
                           "p99_ms": round(pick.p99_ms, 2), "p50_ms": round(pick.p50_ms, 2),
                           "rss_mb": round(pick.rss_total / MIB, 1), "command": pick.command}
-        snippet = toml_snippet(pick) if server.template is None else server.to_use(pick.workers, pick.threads)
+        snippet = toml_snippet(pick) if server.template is None else server.filled(pick.workers, pick.threads)
     return {
         "target": target,
         "recommendation": recommendation,

@@ -144,7 +144,7 @@ class ServerCommand:
 
     def argv(self, workers: int, threads: int | None, port: int) -> list[str]:
         if self.template is not None:
-            return shlex.split(self.template.format(workers=workers, threads=threads or 1, port=port))
+            return shlex.split(self.filled(workers, threads, port))
         assert self.app is not None
         argv = ["tricorn", self.app, "-b", f"127.0.0.1:{port}", "-w", str(workers),
                 "--no-access-log", "--log-level", "warning"]
@@ -152,11 +152,11 @@ class ServerCommand:
             argv += ["--threads", str(threads)]
         return [*argv, *self.extra]
 
-    def to_use(self, workers: int, threads: int | None) -> str:
-        """The --cmd line to run in production: this configuration, the port left for the user
-        (a trial's was a free one of the moment)."""
+    def filled(self, workers: int, threads: int | None, port: int | str = "{port}") -> str:
+        """The --cmd template for this configuration; by default the port is left for the user
+        to fill (a trial's was a free one of the moment)."""
         assert self.template is not None
-        return self.template.format(workers=workers, threads=threads or 1, port="{port}")
+        return self.template.format(workers=workers, threads=threads or 1, port=port)
 
     def counted(self, workers: int) -> bool:
         """Whether the server keeps a scoreboard to read: tricorn's master, with 2+ workers."""
