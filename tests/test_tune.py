@@ -64,8 +64,13 @@ def check_evidence(data: dict[str, Any]) -> None:
         above = [s["offered"] for s in trial["steps"] if not s["passed"] and passed and s["offered"] > max(passed)]
         resolution = 1.1 if trial["kind"] == "screen" else 1.05
         assert not above or min(above) <= max(passed) * resolution * 1.001, trial
-    # The pick is the best full trial, or within 5% of it (search.TIE) and cheaper.
-    assert rec["throughput"] >= 0.95 * max(t["throughput"] for t in full if t["fits"])
+    # The pick is the best full trial, or within 5% of it (search.TIE) and cheaper; every cheaper
+    # full trial that fits measured more than 5% below the best.
+    best = max(t["throughput"] for t in full if t["fits"])
+    assert rec["throughput"] >= 0.95 * best
+    cost = (rec["workers"], rec["threads"] or 0)
+    assert all(t["throughput"] < 0.95 * best for t in full
+               if t["fits"] and t["status"] == "ok" and (t["workers"], t["threads"] or 0) < cost), full
     assert "search converged" in data["stop_reason"] or "budget" in data["stop_reason"]
 
 
@@ -145,9 +150,19 @@ def test_io_bound_asgi_gets_a_worker_per_cpu_and_no_threads(asgi_tune: dict[str,
     rec = asgi_tune["recommendation"]
     assert rec["threads"] is None and all(t["threads"] is None for t in asgi_tune["trials"])
     # A worker per CPU, or a process or two more: event loops taking turns on a core spend less CPU
-    # per request (docs/tuning.md, measured on one core: 3 or 4 workers +5-12%).
+    # per request (docs/tuning.md, measured on one core: 3 or 4 workers +5-12%). The candidates go
+    # up to max(4, 2 × CPUs); past 2 × CPUs + 1 only on evidence: in screens or in full trials, the
+    # pick measured more than 5% above every worker count within it.
     cpus = asgi_tune["machine"]["cpus"]
-    assert cpus <= rec["workers"] <= 2 * cpus + 1, asgi_tune["stdout"]
+    assert cpus <= rec["workers"], asgi_tune["stdout"]
+    if rec["workers"] > 2 * cpus + 1:
+        evidence = []
+        for kind in ("screen", "full"):
+            ran = [t for t in asgi_tune["trials"] if t["kind"] == kind and t["status"] == "ok"]
+            mine = [t["throughput"] for t in ran if t["workers"] == rec["workers"]]
+            within = [t["throughput"] for t in ran if t["workers"] <= 2 * cpus + 1]
+            evidence.append(bool(mine and within) and max(within) < 0.95 * mine[0])
+        assert any(evidence), asgi_tune["stdout"]
     check_worker_limit(asgi_tune)
     check_server_counters(asgi_tune)
     # A screen after the first starts from its nearest screened neighbour (search._seed), not a probe.
