@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import time
 
 import httpx
@@ -91,6 +93,33 @@ def test_a_worker_killed_under_load_loses_only_its_in_flight_requests(serve) -> 
         server.wait_for(lambda: replacement in load.answered, what="the replacement serving")
     assert len(load.failures) <= len(load.threads), load.failures  # at most one in flight per client
     assert len(load.answered) > 100
+    assert server.stop() == 0
+
+
+def test_a_wsgi_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_others(serve) -> None:  # type: ignore[no-untyped-def]
+    """accept.py: without it, the worker that wakes first accepts the second connection too, and its
+    request waits for the first one's thread while the other worker's thread idles."""
+    server = serve("wsgi_apps:app", "-w", "2", "--threads", "1", "--no-access-log",
+                   preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    server.wait_for(lambda: server.stderr.count("Listening at") == 2, what="two workers listening")
+    request = b"GET /sleep?1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    def answer(sock: socket.socket) -> tuple[int, float]:
+        with sock:
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return json.loads(data.split(b"\r\n\r\n", 1)[1])["pid"], time.monotonic()
+
+    for _ in range(4):  # each pair would land on different workers by luck half the time
+        began = time.monotonic()
+        first = socket.create_connection(("127.0.0.1", server.port))
+        first.sendall(request)
+        time.sleep(0.3)  # the first request is in its worker's only thread
+        second = socket.create_connection(("127.0.0.1", server.port))
+        second.sendall(request)
+        (first_pid, _), (second_pid, done) = answer(first), answer(second)
+        assert first_pid != second_pid and done - began < 1.9, (first_pid, second_pid, done - began)
     assert server.stop() == 0
 
 

@@ -65,8 +65,9 @@ def test_https_with_httpx_and_curl(serve, pki, workers: str) -> None:  # type: i
     assert server.stop() == 0
 
 
-def test_wsgi_sees_https_in_its_environ(serve, pki) -> None:  # type: ignore[no-untyped-def]
-    server = serve("tls_apps:wsgi", *tls_args(pki))
+@pytest.mark.parametrize("workers", ["1", "2"])  # two: the WSGI workers' own accept (accept.py)
+def test_wsgi_sees_https_in_its_environ(serve, pki, workers: str) -> None:  # type: ignore[no-untyped-def]
+    server = serve("tls_apps:wsgi", *tls_args(pki), "-w", workers)
     answer = httpx.get(https_url(server), verify=ssl.create_default_context(cafile=str(pki["ca"]))).json()
     assert answer["wsgi.url_scheme"] == "https" and answer["HTTPS"] == "on"
     assert answer["SSL_PROTOCOL"] in ("TLSv1.2", "TLSv1.3") and answer["SSL_CIPHER"]

@@ -302,6 +302,8 @@ class HttpConnection(asyncio.Protocol):
         response = self.response
         request = self.request
         server.in_flight -= 1
+        if server.accept_paused and server.in_flight < server.threads:
+            server.resume_accepting()
         if server.access_log is not None and request is not None and response is not None:
             server.access_log.log(self, request, response, self.loop.time() - self.started_at)
         self.cycle = None

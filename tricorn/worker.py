@@ -21,6 +21,7 @@ from typing import Any
 
 from . import logs, systemd
 from . import sockets as sockets_module
+from .accept import Acceptor
 from .asgi import ASGI2App, ASGIAdapter, Lifespan, LifespanFailure
 from .config import Config
 from .connection import HttpConnection
@@ -48,6 +49,9 @@ class ServerState:
         self.connections: set[HttpConnection] = set()
         self.in_flight = 0
         self.requests = 0
+        self.threads = 0  # a WSGI worker's
+        self.acceptors: list[Acceptor] = []  # a WSGI worker's, when it shares its listeners (accept.py)
+        self.accept_paused = False
         self.shutting_down = False
         # Read on every request: kept here rather than behind config.
         self.timeout_header = config.timeout_header
@@ -56,6 +60,16 @@ class ServerState:
         self.server_header = config.server_header
         self.date_header = config.date_header
         self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
+
+    def threads_busy(self) -> bool:
+        """Whether every thread has a request: the acceptors pause until one finishes."""
+        self.accept_paused = self.in_flight >= self.threads
+        return self.accept_paused
+
+    def resume_accepting(self) -> None:
+        self.accept_paused = False
+        for acceptor in self.acceptors:
+            acceptor.start()
 
     def new_parser(self) -> RequestParser:
         c = self.config
@@ -140,6 +154,7 @@ class Worker:
         if self.interface == "wsgi":
             threads, _ = config.thread_count()
             state.adapter = WSGIAdapter(self.app, config, threads, multiprocess=self.heartbeat is not None)
+            state.threads = threads
         else:
             app = ASGI2App(self.app) if self.interface == "asgi2" else self.app
             lifespan = Lifespan(app, config.lifespan)
@@ -153,13 +168,20 @@ class Worker:
             if config.ws != "none":
                 state.websockets = WebSocketAdapter(app, config, lifespan.state)
 
-        servers = []
+        servers: list[asyncio.AbstractServer] = []
+        # A handshake counts against the header timeout: half-open handshakes cannot pile up.
+        handshake_timeout = config.timeout_header if self.ssl_context else None
         for sock in self.listeners:
-            servers.append(await loop.create_server(
-                lambda: HttpConnection(state), sock=sock, backlog=config.backlog, ssl=self.ssl_context,
-                # A handshake counts against the header timeout: half-open handshakes cannot pile up.
-                ssl_handshake_timeout=config.timeout_header if self.ssl_context else None,
-            ))
+            if state.threads and self.heartbeat is not None:  # WSGI workers sharing the listener: accept.py
+                acceptor = Acceptor(loop, sock, lambda: HttpConnection(state), state.threads_busy,
+                                    self.ssl_context, handshake_timeout)
+                state.acceptors.append(acceptor)
+                acceptor.start()
+            else:
+                servers.append(await loop.create_server(
+                    lambda: HttpConnection(state), sock=sock, backlog=config.backlog, ssl=self.ssl_context,
+                    ssl_handshake_timeout=handshake_timeout,
+                ))
             where = sockets_module.describe(sock)
             if self.ssl_context is not None:
                 where = where.replace("http://", "https://", 1)
@@ -177,6 +199,8 @@ class Worker:
         backlog = [sock.dup() for sock in self.listeners]
         for server in servers:
             server.close()
+        for acceptor in state.acceptors:
+            acceptor.close()
         state.shutting_down = True
         for conn in list(state.connections):
             conn.shutdown()

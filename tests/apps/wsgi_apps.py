@@ -123,7 +123,7 @@ def _app(environ, start_response):
         return gen()
     if path == "/sleep":
         time.sleep(float(environ["QUERY_STRING"] or "1"))
-        return _json(start_response, {"thread": threading.current_thread().name})
+        return _json(start_response, {"thread": threading.current_thread().name, "pid": os.getpid()})
     if path == "/rss":
         with open("/proc/self/status") as f:
             fields = dict(line.split(":", 1) for line in f)
