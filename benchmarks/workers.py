@@ -11,8 +11,12 @@
   one-core  req/s of an async app that waits 50 ms (examples.tuning:io_asgi) with 1 to 4 workers,
             all pinned to one core, wrk on another: do event loops gain from sharing a core?
             (`tricorn tune` tries more workers than CPUs for async apps because they do)
+  balance   a WSGI app that waits 50 ms (examples.tuning:io_wsgi), 4 workers x 8 threads on one
+            core, wrk -c32 (one connection per thread) on another: tricorn vs gunicorn gthread. With
+            the connections spread evenly it answers 640 req/s at p99 ~50 ms; a worker that takes
+            more than 8 of them queues their requests behind its busy threads
 
-Run by hand (never in CI):  python benchmarks/workers.py [startup memory 2workers scaling one-core] --rounds 5
+Run by hand (never in CI):  python benchmarks/workers.py [startup memory 2workers scaling one-core balance] --rounds 5
 """
 
 from __future__ import annotations
@@ -178,6 +182,38 @@ def one_core(rounds: int, duration: int) -> None:
         print(f"  {name:8} " + "  ".join(cells), flush=True)
 
 
+def wrk_rate_and_p99(argv: list[str]) -> tuple[float, float]:
+    """req/s and p99 latency (ms) from `wrk --latency`."""
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    p99 = out.split(" 99%")[1].split()[0]  # 850.00us, 50.12ms, 1.02s
+    number = p99.rstrip("ums")
+    return float(out.split("Requests/sec:")[1].split()[0]), float(number) * WRK_UNIT_MS[p99[len(number):]]
+
+
+WRK_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def balance(rounds: int, duration: int) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    server, load = str(cores[0]), str(cores[1])
+    print(f"balance: examples.tuning:io_wsgi, -w 4 --threads 8 on CPU {server}, wrk -t1 -c32 --latency on {load}; "
+          f"{rounds} interleaved rounds of {duration}s, medians (ranges)")
+    app = "examples.tuning:io_wsgi"
+    results: dict[str, list[tuple[float, float]]] = {"tricorn": [], "gunicorn": []}
+    for _ in range(rounds):
+        for name, values in results.items():
+            port = free_port()
+            with running(["taskset", "-c", server, *SERVERS[name](app, 4, port, "--threads", "8")]):
+                wait_ready(port, timeout=30)
+                time.sleep(1.0)
+                values.append(wrk_rate_and_p99(["taskset", "-c", load, "wrk", "-t1", "-c32", f"-d{duration}s",
+                                                "--latency", f"http://127.0.0.1:{port}/"]))
+    for name, values in results.items():
+        rates, p99s = [v[0] for v in values], [v[1] for v in values]
+        print(f"  {name:8} {statistics.median(rates):6,.0f} req/s ({min(rates):,.0f} to {max(rates):,.0f})  "
+              f"p99 {statistics.median(p99s):6.1f} ms ({min(p99s):.1f} to {max(p99s):.1f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", default=["startup", "memory", "2workers"])
@@ -195,6 +231,8 @@ def main() -> None:
             scaling(args.rounds, args.duration)
         elif part == "one-core":
             one_core(args.rounds, args.duration)
+        elif part == "balance":
+            balance(args.rounds, args.duration)
         else:
             parser.error(f"unknown part {part!r}")
 

@@ -123,6 +123,22 @@ def test_a_wsgi_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_
     assert server.stop() == 0
 
 
+def test_idle_connections_do_not_stop_the_wsgi_workers_accepting(serve) -> None:  # type: ignore[no-untyped-def]
+    """A connection just accepted counts as a request on its way (accept.py), but only briefly: one
+    per thread that never sends must not keep the workers from accepting for --timeout-header."""
+    server = serve("wsgi_apps:app", "-w", "2", "--threads", "1", "--no-access-log")
+    server.wait_for(lambda: server.stderr.count("Listening at") == 2, what="two workers listening")
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+    try:
+        began = time.monotonic()
+        assert httpx.get(server.url + "/", timeout=5).status_code == 200
+        assert time.monotonic() - began < 2.0
+    finally:
+        for sock in idle:
+            sock.close()
+    assert server.stop() == 0
+
+
 def test_ttin_and_ttou_change_the_worker_count(serve) -> None:  # type: ignore[no-untyped-def]
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")

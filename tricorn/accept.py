@@ -6,8 +6,8 @@ queues their requests behind its busy threads while the other workers' threads w
 with 4 workers x 128 threads on one core, 149 / 113 / 57 / 6 connections, and the first worker's
 threads all busy. Gunicorn's gthread workers do the same (gunicorn issues #2191, #3433: two slow
 requests on a worker with one thread, the other worker idle). Here a WSGI worker accepts one
-connection per wakeup and none while every thread has a request, which leaves the kernel's queue
-to the workers with a free thread.
+connection per wakeup, and none while every thread has a request or one on its way (a connection
+just accepted), which leaves the kernel's queue to the workers with a free thread.
 """
 
 from __future__ import annotations
@@ -16,27 +16,35 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .connection import HttpConnection
+
+if TYPE_CHECKING:
+    from .worker import ServerState
 
 logger = logging.getLogger("tricorn.error")
+
+# How long a new connection counts as a request on its way: its client sends at once (a browser's
+# preconnect may not, and must not keep the worker from accepting for the header timeout).
+FIRST_REQUEST_S = 0.2
 
 
 class Acceptor:
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol],
-        busy: Callable[[], bool], ssl_context: ssl.SSLContext | None = None, handshake_timeout: float | None = None,
+        self, state: ServerState, sock: socket.socket, ssl_context: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = None,
     ) -> None:
-        self.loop = loop
+        self.state = state
+        self.loop = state.loop
         self.sock = sock
-        self.protocol_factory = protocol_factory
-        self.busy = busy
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
         self.accepting = False
         self.closed = False
 
     def start(self) -> None:
-        """Accept (again): at start, and when the worker's busy() turns false."""
+        """Accept (again): at start, and when one of the worker's threads frees."""
         if not self.accepting and not self.closed:
             self.accepting = True
             self.loop.add_reader(self.sock.fileno(), self._accept)
@@ -52,7 +60,7 @@ class Acceptor:
         self.sock.close()
 
     def _accept(self) -> None:
-        if self.busy():
+        if self.state.threads_busy():
             self.pause()
             return
         try:
@@ -66,12 +74,18 @@ class Acceptor:
             self.loop.call_later(1.0, self.start)
             return
         client.setblocking(False)
-        self.loop.create_task(self._connect(client))
+        # Its request, on its way, will need a thread: count it now, or a burst of connections
+        # would all be accepted before the first request is read.
+        connection = HttpConnection(self.state, fresh=True)
+        self.state.starting += 1
+        self.loop.call_later(FIRST_REQUEST_S, connection.settle)
+        self.loop.create_task(self._connect(client, connection))
 
-    async def _connect(self, client: socket.socket) -> None:
+    async def _connect(self, client: socket.socket, connection: HttpConnection) -> None:
         try:
             await self.loop.connect_accepted_socket(
-                self.protocol_factory, client, ssl=self.ssl_context, ssl_handshake_timeout=self.handshake_timeout)
+                lambda: connection, client, ssl=self.ssl_context, ssl_handshake_timeout=self.handshake_timeout)
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
             logger.debug("connection dropped before it started: %s", exc)
             client.close()
+            connection.settle()

@@ -62,6 +62,7 @@ class HttpConnection(asyncio.Protocol):
         "cycle",
         "deadline",
         "eof",
+        "fresh",
         "idle",
         "loop",
         "parser",
@@ -80,8 +81,9 @@ class HttpConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, server: ServerState) -> None:
+    def __init__(self, server: ServerState, fresh: bool = False) -> None:
         self.server = server
+        self.fresh = fresh  # counted in server.starting until its first request (accept.py)
         self.loop = server.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = server.new_parser()
@@ -129,6 +131,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        self.settle()
         if self.cycle is not None:
             self.cycle.disconnect()  # the adapter still ends the cycle when the app returns
         for waiter in self._drain_waiters:
@@ -201,9 +204,22 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._refuse(event)  # type: ignore[arg-type]
 
+    def settle(self) -> None:
+        """Stop counting as a request on its way (accept.py): the connection ended, or sent nothing
+        for a while (an idle one must not stop its worker from accepting)."""
+        if self.fresh:
+            self.fresh = False
+            server = self.server
+            server.starting -= 1
+            if server.accept_paused:
+                server.thread_freed()
+
     def _start(self, request: Request) -> None:
         server = self.server
         self.deadline = 0.0
+        if self.fresh:
+            self.fresh = False
+            server.starting -= 1  # ...and in flight from here
         limit = server.limit_concurrency
         if limit is not None and server.in_flight >= limit:
             self._refuse(ProtocolError(503, "Service unavailable: too many requests in progress"))
@@ -302,8 +318,8 @@ class HttpConnection(asyncio.Protocol):
         response = self.response
         request = self.request
         server.in_flight -= 1
-        if server.accept_paused and server.in_flight < server.threads:
-            server.resume_accepting()
+        if server.accept_paused:
+            server.thread_freed()
         if server.access_log is not None and request is not None and response is not None:
             server.access_log.log(self, request, response, self.loop.time() - self.started_at)
         self.cycle = None

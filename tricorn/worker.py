@@ -50,8 +50,11 @@ class ServerState:
         self.in_flight = 0
         self.requests = 0
         self.threads = 0  # a WSGI worker's
-        self.acceptors: list[Acceptor] = []  # a WSGI worker's, when it shares its listeners (accept.py)
+        # A WSGI worker's, when it shares its listeners (accept.py); and the connections they took
+        # whose first request has not begun.
+        self.acceptors: list[Acceptor] = []
         self.accept_paused = False
+        self.starting = 0
         self.shutting_down = False
         # Read on every request: kept here rather than behind config.
         self.timeout_header = config.timeout_header
@@ -62,14 +65,15 @@ class ServerState:
         self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
 
     def threads_busy(self) -> bool:
-        """Whether every thread has a request: the acceptors pause until one finishes."""
-        self.accept_paused = self.in_flight >= self.threads
+        """Whether every thread has a request, or one on its way: the acceptors pause until not."""
+        self.accept_paused = self.in_flight + self.starting >= self.threads
         return self.accept_paused
 
-    def resume_accepting(self) -> None:
-        self.accept_paused = False
-        for acceptor in self.acceptors:
-            acceptor.start()
+    def thread_freed(self) -> None:
+        if self.in_flight + self.starting < self.threads:
+            self.accept_paused = False
+            for acceptor in self.acceptors:
+                acceptor.start()
 
     def new_parser(self) -> RequestParser:
         c = self.config
@@ -173,8 +177,7 @@ class Worker:
         handshake_timeout = config.timeout_header if self.ssl_context else None
         for sock in self.listeners:
             if state.threads and self.heartbeat is not None:  # WSGI workers sharing the listener: accept.py
-                acceptor = Acceptor(loop, sock, lambda: HttpConnection(state), state.threads_busy,
-                                    self.ssl_context, handshake_timeout)
+                acceptor = Acceptor(state, sock, self.ssl_context, handshake_timeout)
                 state.acceptors.append(acceptor)
                 acceptor.start()
             else:
