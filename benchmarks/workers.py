@@ -73,6 +73,28 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return fields["Rss"], fields["Pss"]
 
 
+def wrk_against(server: list[str], port: int, wrk: list[str]) -> str:
+    """wrk's output (`wrk` is its argv, with taskset if pinned) against `server` once it answers."""
+    with running(server):
+        wait_ready(port, timeout=30)
+        time.sleep(1.0)
+        return subprocess.run([*wrk, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
+
+
+def requests_per_s(out: str) -> float:
+    return float(out.split("Requests/sec:")[1].split()[0])
+
+
+def rate_and_p99(out: str) -> tuple[float, float]:
+    """req/s and p99 latency (ms) from `wrk --latency`."""
+    p99 = out.split(" 99%")[1].split()[0]  # 850.00us, 50.12ms, 1.02s
+    number = p99.rstrip("ums")
+    return requests_per_s(out), float(number) * WRK_UNIT_MS[p99[len(number):]]
+
+
+WRK_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
 def startup(rounds: int) -> None:
     print("start to first 200 (s), median of", rounds, "interleaved rounds")
     for workers in (1, 4):
@@ -114,12 +136,8 @@ def two_workers(rounds: int, duration: int) -> None:
             pair = []
             for name in ("tricorn", peer):
                 port = free_port()
-                with running(SERVERS[name](app, 2, port)):
-                    wait_ready(port, timeout=30)
-                    time.sleep(1.0)
-                    out = subprocess.run(["wrk", "-t1", "-c64", f"-d{duration}s", f"http://127.0.0.1:{port}/"],
-                                         capture_output=True, text=True, check=True).stdout
-                    pair.append(float(out.split("Requests/sec:")[1].split()[0]))
+                pair.append(requests_per_s(wrk_against(SERVERS[name](app, 2, port), port,
+                                                       ["wrk", "-t1", "-c64", f"-d{duration}s"])))
             ours.append(pair[0])
             theirs.append(pair[1])
             ratios.append(pair[0] / pair[1])
@@ -145,13 +163,9 @@ def scaling(rounds: int, duration: int) -> None:
             for _ in range(rounds):
                 for name, values in results.items():
                     port = free_port()
-                    with running([*pin, *SERVERS[name](app, workers, port)]):
-                        wait_ready(port, timeout=30)
-                        time.sleep(1.0)
-                        wrk = ["taskset", "-c", load, "wrk", f"-t{len(cores) - half}", f"-c{64 * workers}",
-                               f"-d{duration}s", f"http://127.0.0.1:{port}/"]
-                        out = subprocess.run(wrk, capture_output=True, text=True, check=True).stdout
-                        values.append(float(out.split("Requests/sec:")[1].split()[0]))
+                    wrk = ["taskset", "-c", load, "wrk", f"-t{len(cores) - half}", f"-c{64 * workers}",
+                           f"-d{duration}s"]
+                    values.append(requests_per_s(wrk_against([*pin, *SERVERS[name](app, workers, port)], port, wrk)))
             ours, theirs = (statistics.median(v) for v in results.values())
             print(f"  {app.split(':')[1]:10} -w {workers:2}  tricorn {ours:9,.0f}  {peer} {theirs:9,.0f}  "
                   f"ratio {ours / theirs:.2f}", flush=True)
@@ -169,28 +183,14 @@ def one_core(rounds: int, duration: int) -> None:
         for workers in (1, 2, 3, 4):
             for name in ("tricorn", "uvicorn"):
                 port = free_port()
-                with running(["taskset", "-c", server, *SERVERS[name](app, workers, port)]):
-                    wait_ready(port, timeout=30)
-                    time.sleep(1.0)
-                    wrk = ["taskset", "-c", load, "wrk", "-t1", "-c1500", f"-d{duration}s", f"http://127.0.0.1:{port}/"]
-                    out = subprocess.run(wrk, capture_output=True, text=True, check=True).stdout
-                    results.setdefault((name, workers), []).append(float(out.split("Requests/sec:")[1].split()[0]))
+                out = wrk_against(["taskset", "-c", server, *SERVERS[name](app, workers, port)], port,
+                                  ["taskset", "-c", load, "wrk", "-t1", "-c1500", f"-d{duration}s"])
+                results.setdefault((name, workers), []).append(requests_per_s(out))
     for name in ("tricorn", "uvicorn"):
         alone = statistics.median(results[name, 1])
         cells = [f"-w {w}: {statistics.median(v):,.0f} ({min(v):,.0f} to {max(v):,.0f}) "
                  f"ratio {statistics.median(v) / alone:.2f}" for (n, w), v in results.items() if n == name]
         print(f"  {name:8} " + "  ".join(cells), flush=True)
-
-
-def wrk_rate_and_p99(argv: list[str]) -> tuple[float, float]:
-    """req/s and p99 latency (ms) from `wrk --latency`."""
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    p99 = out.split(" 99%")[1].split()[0]  # 850.00us, 50.12ms, 1.02s
-    number = p99.rstrip("ums")
-    return float(out.split("Requests/sec:")[1].split()[0]), float(number) * WRK_UNIT_MS[p99[len(number):]]
-
-
-WRK_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def balance(rounds: int, duration: int) -> None:
@@ -203,11 +203,9 @@ def balance(rounds: int, duration: int) -> None:
     for _ in range(rounds):
         for name, values in results.items():
             port = free_port()
-            with running(["taskset", "-c", server, *SERVERS[name](app, 4, port, "--threads", "8")]):
-                wait_ready(port, timeout=30)
-                time.sleep(1.0)
-                values.append(wrk_rate_and_p99(["taskset", "-c", load, "wrk", "-t1", "-c32", f"-d{duration}s",
-                                                "--latency", f"http://127.0.0.1:{port}/"]))
+            out = wrk_against(["taskset", "-c", server, *SERVERS[name](app, 4, port, "--threads", "8")], port,
+                              ["taskset", "-c", load, "wrk", "-t1", "-c32", f"-d{duration}s", "--latency"])
+            values.append(rate_and_p99(out))
     for name, values in results.items():
         rates, p99s = [v[0] for v in values], [v[1] for v in values]
         print(f"  {name:8} {statistics.median(rates):6,.0f} req/s ({min(rates):,.0f} to {max(rates):,.0f})  "
