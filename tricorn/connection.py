@@ -131,7 +131,8 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        self.settle()
+        if self.fresh:
+            self.settle()
         if self.cycle is not None:
             self.cycle.disconnect()  # the adapter still ends the cycle when the app returns
         for waiter in self._drain_waiters:
