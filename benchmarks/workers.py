@@ -81,6 +81,18 @@ def wrk_against(server: list[str], port: int, wrk: list[str]) -> str:
         return subprocess.run([*wrk, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
 
 
+def server_and_load_cores() -> tuple[str, str]:
+    """The server's CPU and the load generator's, for the one-core parts."""
+    cores = sorted(os.sched_getaffinity(0))
+    return str(cores[0]), str(cores[1])
+
+
+def wrk_one_core(server: list[str], port: int, wrk: list[str]) -> str:
+    """wrk_against with the server pinned to the first CPU and wrk to the second."""
+    server_core, load_core = server_and_load_cores()
+    return wrk_against(["taskset", "-c", server_core, *server], port, ["taskset", "-c", load_core, *wrk])
+
+
 def requests_per_s(out: str) -> float:
     return float(out.split("Requests/sec:")[1].split()[0])
 
@@ -173,8 +185,7 @@ def scaling(rounds: int, duration: int) -> None:
 
 def one_core(rounds: int, duration: int) -> None:
     """An async app on one core with 1 to 4 workers, tricorn vs uvicorn, wrk on another core."""
-    cores = sorted(os.sched_getaffinity(0))
-    server, load = str(cores[0]), str(cores[1])
+    server, load = server_and_load_cores()
     print(f"one-core: examples.tuning:io_asgi, server on CPU {server}, wrk -t1 -c1500 on {load}; "
           f"{rounds} interleaved rounds of {duration}s, medians (ranges), ratio to 1 worker")
     app = "examples.tuning:io_asgi"
@@ -183,8 +194,7 @@ def one_core(rounds: int, duration: int) -> None:
         for workers in (1, 2, 3, 4):
             for name in ("tricorn", "uvicorn"):
                 port = free_port()
-                out = wrk_against(["taskset", "-c", server, *SERVERS[name](app, workers, port)], port,
-                                  ["taskset", "-c", load, "wrk", "-t1", "-c1500", f"-d{duration}s"])
+                out = wrk_one_core(SERVERS[name](app, workers, port), port, ["wrk", "-t1", "-c1500", f"-d{duration}s"])
                 results.setdefault((name, workers), []).append(requests_per_s(out))
     for name in ("tricorn", "uvicorn"):
         alone = statistics.median(results[name, 1])
@@ -194,8 +204,7 @@ def one_core(rounds: int, duration: int) -> None:
 
 
 def balance(rounds: int, duration: int) -> None:
-    cores = sorted(os.sched_getaffinity(0))
-    server, load = str(cores[0]), str(cores[1])
+    server, load = server_and_load_cores()
     print(f"balance: examples.tuning:io_wsgi, -w 4 --threads 8 on CPU {server}, wrk -t1 -c32 --latency on {load}; "
           f"{rounds} interleaved rounds of {duration}s, medians (ranges)")
     app = "examples.tuning:io_wsgi"
@@ -203,8 +212,8 @@ def balance(rounds: int, duration: int) -> None:
     for _ in range(rounds):
         for name, values in results.items():
             port = free_port()
-            out = wrk_against(["taskset", "-c", server, *SERVERS[name](app, 4, port, "--threads", "8")], port,
-                              ["taskset", "-c", load, "wrk", "-t1", "-c32", f"-d{duration}s", "--latency"])
+            out = wrk_one_core(SERVERS[name](app, 4, port, "--threads", "8"), port,
+                               ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency"])
             values.append(rate_and_p99(out))
     for name, values in results.items():
         rates, p99s = [v[0] for v in values], [v[1] for v in values]

@@ -111,7 +111,7 @@ def test_a_wsgi_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_
                 data += chunk
         return json.loads(data.split(b"\r\n\r\n", 1)[1])["pid"], time.monotonic()
 
-    for _ in range(4):  # each pair would land on different workers by luck half the time
+    for _ in range(4):  # the old code put a pair on one worker in most runs, not in every one
         began = time.monotonic()
         first = socket.create_connection(("127.0.0.1", server.port))
         first.sendall(request)

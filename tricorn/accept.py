@@ -61,6 +61,7 @@ class Acceptor:
 
     def _accept(self) -> None:
         if self.state.threads_busy():
+            self.state.accept_paused = True  # until thread_freed() starts the acceptors again
             self.pause()
             return
         try:

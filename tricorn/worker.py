@@ -65,12 +65,11 @@ class ServerState:
         self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
 
     def threads_busy(self) -> bool:
-        """Whether every thread has a request, or one on its way: the acceptors pause until not."""
-        self.accept_paused = self.in_flight + self.starting >= self.threads
-        return self.accept_paused
+        """Whether every thread has a request, or one on its way (accept.py)."""
+        return self.in_flight + self.starting >= self.threads
 
     def thread_freed(self) -> None:
-        if self.in_flight + self.starting < self.threads:
+        if not self.threads_busy():
             self.accept_paused = False
             for acceptor in self.acceptors:
                 acceptor.start()
