@@ -9,8 +9,11 @@ The server is pinned to CPU 0, the load generator (wrk or tricorn bench, one pro
               mean and p50 side by side (goal: within 15%)
   stall       a server that freezes 200 ms every second (tests/apps/bench_targets.py stall):
               bench open loop p99 vs closed loop p99
+  ceiling     the open loop's own limit with thousands of requests in flight: a server that
+              answers each request after 50 ms (bench_targets.py delay:50 on uvloop), rates
+              rising by 10k req/s; per rate: answered, p99, requests started over 10 ms late
 
-Run by hand (never in CI):  python benchmarks/bench_accuracy.py --rounds 3 --duration 5
+Run by hand (never in CI):  python benchmarks/bench_accuracy.py --rounds 3 --duration 5 [nginx tricorn stall ceiling]
 Needs wrk and nginx (apt-get install wrk nginx).
 """
 
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import ROOT, free_port, running, wait_ready
 
 SERVER_CPU, LOAD_CPU = "0", "1"
+PARTS = ("nginx", "tricorn", "stall", "ceiling")
 NGINX_CONF = """
 daemon off; master_process off; worker_processes 1; error_log stderr error; pid {dir}/nginx.pid;
 events {{ worker_connections 4096; }}
@@ -62,10 +66,11 @@ def server(kind: str) -> Iterator[str]:
             listener = socket.socket()
             listener.bind(("127.0.0.1", port))
             listener.listen(1024)
-            argv = [sys.executable, str(ROOT / "tests" / "apps" / "bench_targets.py"), kind, str(listener.fileno())]
-        with running(["taskset", "-c", SERVER_CPU, *argv],
-                     pass_fds=[listener.fileno()] if kind == "stall" else []):
-            if kind == "stall":
+            argv = [sys.executable, str(ROOT / "tests" / "apps" / "bench_targets.py"), kind, str(listener.fileno()),
+                    "uvloop"]
+        targets = kind not in ("nginx", "tricorn")
+        with running(["taskset", "-c", SERVER_CPU, *argv], pass_fds=[listener.fileno()] if targets else []):
+            if targets:
                 listener.close()
             wait_ready(port)
             yield f"http://127.0.0.1:{port}/"
@@ -97,19 +102,23 @@ def bench(url: str, duration: int, *args: str) -> dict[str, float]:
         result = json.loads(Path(out.name).read_text())
     latency = result["latency_ms"]
     return {"rps": result["throughput_rps"], "mean": latency["mean"], "p50": latency["p50"], "p99": latency["p99"],
-            "cpu": result["generator_cpu"], "errors": result["error_count"]}
+            "cpu": result["generator_cpu"], "errors": result["error_count"], "requests": result["requests"],
+            "late": result["open_loop_late"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("parts", nargs="*", choices=PARTS, default=list(PARTS), help="what to run (default: all)")
     args = parser.parse_args()
-    for tool in ("wrk", "nginx", "taskset"):
+    for tool in ("wrk", "taskset", *(["nginx"] if "nginx" in args.parts else [])):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} not found: apt-get install wrk nginx util-linux")
     d = args.duration
     for kind in ("nginx", "tricorn"):
+        if kind not in args.parts:
+            continue
         with server(kind) as url:
             ratios, ours, theirs, cpus = [], [], [], []
             for _ in range(args.rounds):
@@ -137,6 +146,13 @@ def main() -> None:
                 rate = statistics.median(r[0]["rps"] for r in rows)
                 print(f"  half load (wrk -c {connections}, bench --rate {rate:,.0f}): {name} wrk {wv:.3f} ms, "
                       f"bench {bv:.3f} ms, bench/wrk {bv / wv:.2f}")
+    if "stall" in args.parts:
+        stall(d)
+    if "ceiling" in args.parts:
+        ceiling(d, args.rounds)
+
+
+def stall(d: int) -> None:
     with server("stall") as url:
         opened = bench(url, d, "--rate", "500")
         closed = bench(url, d, "-c", "1")
@@ -144,6 +160,18 @@ def main() -> None:
         print(f"stall 200 ms/s: bench open loop --rate 500 p99 {opened['p99']:.1f} ms; bench closed -c 1 p99 "
               f"{closed['p99']:.1f} ms; wrk -c 1 p99 {w['p99']:.1f} ms")
 
+
+def ceiling(d: int, rounds: int) -> None:
+    with server("delay:50") as url:
+        for rate in range(10_000, 70_000, 10_000):
+            runs = [bench(url, d, "--rate", str(rate), "-c", "20000") for _ in range(rounds)]
+            answered = statistics.median(r["rps"] for r in runs)
+            late = max(r["late"] / max(1, r["requests"]) for r in runs)
+            print(f"ceiling, 50 ms answers: --rate {rate:,}: {answered:,.0f} req/s answered, p99 "
+                  f"{statistics.median(r['p99'] for r in runs):.1f} ms, at most {late:.2%} of requests started "
+                  f"over 10 ms late (median of {rounds})")
+            if answered < 0.95 * rate:
+                break
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,7 @@ from .histogram import Histogram
 from .scenario import Request, Scenario, Target, Task
 
 MAX_CONNECTING = 16  # open loop: connections opened at once; a burst of due requests waits for these
+LATE_MS = 10.0  # open loop: a request started this far past its due time counts as late
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,7 @@ class Engine:
         self.idle: collections.deque[Slot] = collections.deque()  # open loop: slots free to send
         self.backlog: collections.deque[int] = collections.deque()  # open loop: due times waiting
         self.behind_ns = 0  # open loop: the most a request waited past its due time to be sent
+        self.late = 0  # open loop: measured requests sent more than LATE_MS past their due time
         self.waited = 0  # open loop: requests that waited for a free connection
         self.cpu_samples: list[float] = []
         self.address: tuple[Any, ...] = ()
@@ -436,11 +438,14 @@ class Engine:
         now = time.perf_counter_ns()
         due = int((now - self.open_start) / self.open_interval) + 1
         load = self.load
+        late_ns = LATE_MS * 1e6
         while self.open_issued < due and self._may_issue():
             at = self.open_start + int(self.open_issued * self.open_interval)
             self.open_issued += 1
-            if self.measuring and now - at > self.behind_ns:
-                self.behind_ns = now - at
+            if self.measuring:
+                lateness = now - at
+                self.behind_ns = max(self.behind_ns, lateness)
+                self.late += lateness > late_ns
             if self.idle:  # the most recently used connection: fewest connections, warmest caches
                 self._issue(self.idle.pop(), self._next_request_open(), at)
             elif len(self.slots) < load.connections and self.connecting < MAX_CONNECTING:

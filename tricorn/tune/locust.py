@@ -169,7 +169,7 @@ class LocustEngine:
             "latency_ms": {"mean": float(total.get("avg_response_time") or 0.0),
                            "p50": float(total.get("median_response_time") or 0.0),
                            "p99": float(total.get("ninety_ninth_response_time") or 0.0)},
-            "generator_cpu": cpu, "open_loop_behind_ms": 0.0,
+            "generator_cpu": cpu, "open_loop_behind_ms": 0.0, "open_loop_late": 0,
             # Paced users that could not keep their pace: the rate was not really offered.
             "generator_saturated": cpu >= 0.9,
             "shortfall": load.mode == "open" and (requests - failures) / max(elapsed, 1e-9) < 0.9 * load.rate,

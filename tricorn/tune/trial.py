@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import scoreboard
-from ..bench.command import BEHIND_MS, CPU_BOTTLENECK, Collector, Plan, run_processes, summarize
+from ..bench.command import Collector, Plan, fell_behind, run_processes, summarize
 from ..bench.engine import Load
 from ..bench.scenario import Scenario, Target
 from ..errors import UserError
@@ -363,9 +363,7 @@ class BuiltinEngine:
         collector = Collector(plan.procs, None)
         run_processes(plan, collector)
         summary = summarize(plan, collector)
-        # Late by more than BEHIND_MS with its core busy: one late start on an idle core is a hiccup.
-        summary["generator_saturated"] = (summary["open_loop_behind_ms"] > BEHIND_MS
-                                          and summary["generator_cpu"] >= CPU_BOTTLENECK)
+        summary["generator_saturated"] = fell_behind(summary["open_loop_late"], summary["requests"])
         return summary
 
 
