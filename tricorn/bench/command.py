@@ -192,14 +192,14 @@ class Collector:
             self.live.write(line + end)
             self.live.flush()
 
-    def final(self, window: Window, cpu: list[float], behind_ms: float, late: int, waited: int,
-              elapsed: float) -> None:
+    def final(self, window: Window, result: dict[str, Any]) -> None:
+        """One process's total, and the rest of what run_engine returned."""
         self.total.merge(window)
-        self.cpu.extend(cpu)
-        self.behind_ms = max(self.behind_ms, behind_ms)
-        self.late += late
-        self.waited += waited
-        self.elapsed = max(self.elapsed, elapsed)
+        self.cpu.extend(result["cpu"])
+        self.behind_ms = max(self.behind_ms, result["behind_ms"])
+        self.late += result["late"]
+        self.waited += result["waited"]
+        self.elapsed = max(self.elapsed, result["elapsed"])
         self.finals += 1
 
 
@@ -295,8 +295,7 @@ def _collect(pipes: dict[int, IO[str]], collector: Collector) -> None:
                 message = json.loads(line)
                 if "final" in message:
                     final = message["final"]
-                    collector.final(_window_from(final["window"]), final["cpu"], final["behind_ms"],
-                                    final["late"], final["waited"], final["elapsed"])
+                    collector.final(_window_from(final["window"]), final)
                 else:
                     collector.second(message["second"], _window_from(message["window"]), message["cpu"],
                                      message["behind_ms"])
@@ -390,8 +389,7 @@ def main(argv: Sequence[str]) -> int:
         started = time.monotonic()
         if the_plan.procs == 1:
             result = run_engine(the_plan, 0, collector.second)
-            collector.final(result["window"], result["cpu"], result["behind_ms"], result["late"], result["waited"],
-                            result["elapsed"])
+            collector.final(result["window"], result)
         else:
             run_processes(the_plan, collector)
         if not args.quiet and sys.stderr.isatty():
