@@ -46,6 +46,12 @@ CASES = {
                    "gunicorn gthread 8", ["gunicorn", "-k", "gthread", "--threads", "8"]),
     "asgi-sleep-256": (256, "benchmarks.apps:asgi_sleep", ["--no-access-log"],
                        "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
+    # 1,500 requests in flight, each waiting 50 ms: what the garbage collector's settings are for
+    # (tricorn/collector.py); the -gc0 case leaves Python's collector as it is.
+    "asgi-sleep-1500": (1500, "examples.tuning:io_asgi", ["--no-access-log"],
+                        "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
+    "asgi-sleep-1500-gc0": (1500, "examples.tuning:io_asgi", ["--no-access-log", "--gc-threshold", "0"],
+                            "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
 }
 
 
@@ -138,7 +144,7 @@ def main() -> None:
         parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
-    print(f"{'case':16} {'tricorn req/s':>14} {'peer req/s':>12} {'ratio':>6} {'min-max':>10}  "
+    print(f"{'case':20} {'tricorn req/s':>14} {'peer req/s':>12} {'ratio':>6} {'min-max':>10}  "
           f"{'RSS MiB t/p':>12}  peer")
     for case in args.cases:
         results: dict[str, list[float]] = {"tricorn": [], "peer": []}
@@ -153,7 +159,7 @@ def main() -> None:
         ratios = [a / b for a, b in zip(results["tricorn"], results["peer"], strict=True)]
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
         mt, mp = statistics.median(memory["tricorn"]) / 1024, statistics.median(memory["peer"]) / 1024
-        print(f"{case:16} {t:14,.0f} {p:12,.0f} {statistics.median(ratios):6.2f} {spread:>10}  "
+        print(f"{case:20} {t:14,.0f} {p:12,.0f} {statistics.median(ratios):6.2f} {spread:>10}  "
               f"{mt:5.1f}/{mp:5.1f}  {CASES[case][3]}", flush=True)
 
 

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import APPS, ROOT
 
 
@@ -86,6 +88,19 @@ def test_zero_workers_is_one_line_exit_2() -> None:
     assert result.returncode == 2
     assert result.stderr == ("Error: command line --workers: invalid value '0' for workers: expected an integer "
                              "of at least 1\n")
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--workers", "two", "an integer of at least 1"),
+    ("--gc-threshold", "x", "an integer of at least 0"),
+    ("--max-requests", "1.5", "an integer of at least 0"),
+    ("--port", "http", "a port number from 0 to 65535"),
+])
+def test_a_number_that_is_not_one_says_what_is_expected(flag: str, value: str, expected: str) -> None:
+    result = tricorn("examples.hello:app", flag, value)
+    name = flag.lstrip("-").replace("-", "_")
+    assert result.returncode == 2
+    assert result.stderr == f"Error: command line {flag}: invalid value '{value}' for {name}: expected {expected}\n"
 
 
 def test_bad_bind_address() -> None:

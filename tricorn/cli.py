@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from . import __version__, loader, logs, tls
+from . import __version__, collector, loader, logs, tls
 from .config import SETTINGS, Config, default_text, describe, env_name, load
 from .errors import UserError
 from .process import PidFile, resolve_identity, set_title, switch_to
@@ -101,6 +101,13 @@ def check(config: Config) -> int:
     return 0
 
 
+def load_app(config: Config) -> tuple[Callable[..., Any], str]:
+    """The app, for serving: what its import made lives as long as the process (collector.py)."""
+    loaded = loader.load_configured(config)
+    collector.app_loaded(config.gc_threshold)
+    return loaded
+
+
 def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """Serve: in this process with -w 1, else as the master of forked workers (--reload: as the
     parent of a serving child that is replaced when code changes).
@@ -125,12 +132,13 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
             from .reload import Reloader
 
             return Reloader(config, listeners).run()
-        preloaded = loader.load_configured(config) if config.preload else None
+        collector.configure(config.gc_threshold)
+        preloaded = load_app(config) if config.preload else None
         if config.workers == 1:
             if identity is not None:
                 switch_to(identity)
             set_title(f"tricorn: worker [{config.app}]")
-            app, interface = preloaded or loader.load_configured(config)
+            app, interface = preloaded or load_app(config)
             return Worker(config, app, interface, listeners, access_log, ssl_context=ssl_context).run()
 
         def worker_for(config: Config) -> ServeWorker:
@@ -142,7 +150,7 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
                 if identity is not None:
                     switch_to(identity)
                 try:
-                    app, interface = preloaded or loader.load_configured(config)
+                    app, interface = preloaded or load_app(config)
                 except UserError as exc:
                     print(f"Error: {exc}", file=sys.stderr)
                     return exc.exit_code
