@@ -93,8 +93,8 @@ def check_server_counters(data: dict[str, Any]) -> int:
 
 
 def check_worker_limit(data: dict[str, Any]) -> None:
-    """Workers beyond the CPUs are tried exactly when the workers = CPUs trial left 10%+ of them idle,
-    or always for an async app (search._limit_workers)."""
+    """Workers beyond the CPUs are tried exactly when the workers = CPUs trial left 10%+ of them idle
+    (search._limit_workers; another server's event loops, under --cmd, always)."""
     cpus = data["machine"]["cpus"]
     beyond = [t for t in data["trials"] if t["workers"] > cpus and t["status"] != "skipped"]
     if data["worker_limit"] is None:
@@ -149,10 +149,9 @@ def test_io_bound_asgi_gets_a_worker_per_cpu_and_no_threads(asgi_tune: dict[str,
     check_evidence(asgi_tune)
     rec = asgi_tune["recommendation"]
     assert rec["threads"] is None and all(t["threads"] is None for t in asgi_tune["trials"])
-    # A worker per CPU, or a process or two more: event loops taking turns on a core spend less CPU
-    # per request (docs/tuning.md, measured on one core: 3 or 4 workers +5-12%). The candidates go
-    # up to max(4, 2 × CPUs); past 2 × CPUs + 1 only on evidence: in screens or in full trials, the
-    # pick measured more than 5% above every worker count within it.
+    # A worker per CPU; more only where the CPUs had idle time left (check_worker_limit below). The
+    # candidates go up to max(4, 2 × CPUs); past 2 × CPUs + 1 only on evidence: in screens or in full
+    # trials, the pick measured more than 5% above every worker count within it.
     cpus = asgi_tune["machine"]["cpus"]
     assert cpus <= rec["workers"], asgi_tune["stdout"]
     if rec["workers"] > 2 * cpus + 1:
@@ -166,6 +165,7 @@ def test_io_bound_asgi_gets_a_worker_per_cpu_and_no_threads(asgi_tune: dict[str,
     check_worker_limit(asgi_tune)
     check_server_counters(asgi_tune)
     # A screen after the first starts from its nearest screened neighbour (search._seed), not a probe.
+    # (With one CPU kept busy by one worker there is one screen: tests/test_search.py checks the seeds.)
     screens = [t for t in asgi_tune["trials"] if t["kind"] == "screen" and t["status"] == "ok"]
     for i, trial in enumerate(screens[1:], 1):
         near = min(screens[:i], key=lambda t: (abs(t["workers"] - trial["workers"]), -t["throughput"]))

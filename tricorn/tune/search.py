@@ -14,11 +14,13 @@ request's latency over one connection against the CPU its app thread spent on it
 GIL a worker runs one request's Python at a time, so an app that is all CPU gains nothing from
 threads beyond the ones that overlap its I/O (and the loop's share of the request, which more
 threads do overlap).
-Likewise, for a threaded server, workers beyond the CPUs are tried only when the trial at
-workers = CPUs left CPU time idle at its highest load (used less than SATURATED of its cores):
-more processes than cores can only fill idle time. Not for an async server: event loops taking
-turns on a core spend less CPU per request (on one core, examples.tuning:io_asgi kept it 95%
-busy with 1 worker, and 3 or 4 workers served 5-12% more, by the run; docs/tuning.md).
+Likewise, workers beyond the CPUs are tried only when the trial at workers = CPUs left CPU time
+idle at its highest load (used less than SATURATED of its cores): more processes than cores can
+only fill idle time. Except for another server's event loops (--cmd without {threads}): on one
+core, uvicorn with examples.tuning:io_asgi served 5-10% more with 2-4 workers than with 1, which
+kept the core busy; each of its workers runs Python's collector over fewer requests in flight.
+tricorn's workers, whose collector is set for many in flight (collector.py), gain nothing so
+(0.99 of 1 worker with 2, 3 or 4; docs/tuning.md).
 The best screened candidate, and the runner-up when within 10% of it and either faster or
 cheaper (one slower and dearer could only win by beating the screens' ranking by more than TIE),
 then get full trials, their ramps starting from what the screen sustained; the recommendation
@@ -37,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import system
-from .trial import MIB, Trial, TrialRunner
+from .trial import MIB, SATURATED, Trial, TrialRunner
 
 HEADROOM = 0.8  # the share of the memory limit a configuration may use
 TIE = 0.05  # throughputs this close are equal (trials on a busy machine vary by as much): prefer the cheaper
@@ -45,9 +47,6 @@ THREADS = (1, 2, 4, 8, 16, 32, 64, 128)
 COARSE_THREADS = (1, 4, 16, 64)
 CONFIRM = 2  # the best screened candidates that get a full trial...
 CLOSE = 0.1  # ...when within this share of the best
-# Of its cores busy (measured over a step, overheads in): more threaded workers can add at most
-# idle / busy, 11% here, which screening cannot tell from noise.
-SATURATED = 0.9
 
 
 @dataclass(frozen=True)
@@ -113,6 +112,7 @@ class Search:
     clock: Callable[[], float] = time.monotonic
     only_workers: list[int] | None = None  # --workers: the candidates, instead of worker_counts()
     only_threads: list[int] | None = None  # --threads
+    past_saturation: bool = False  # try workers past the CPUs even when those were busy (another server's)
     trials: list[Trial] = field(default_factory=list)  # in the order they ran, screens and full
     stop_reason: str = ""
     started: float = 0.0
@@ -167,8 +167,8 @@ class Search:
     def _climb(self, values: Sequence[Any], start: Any, key: Callable[[Any], tuple[int, int | None]]) -> Any:
         """Move along one axis towards the better neighbour while it gains more than TIE. Past a
         neighbour within TIE of it (level, either way), look one further: gains too small to tell
-        apart one step at a time can add up (on one core, io_asgi: 1 → 2 workers +2-5%, which one
-        screen can measure as a loss, → 3 workers +5-12%)."""
+        apart one step at a time can add up (on one core, uvicorn with io_asgi: 1 → 2 workers +5%,
+        which one screen can measure as a loss, → 4 workers +10%)."""
         index = values.index(start)
         current = self._screen(*key(start))
         while True:
@@ -207,16 +207,15 @@ class Search:
                 f"{app_cpu_ms:.2f} ms of it {where}, so a worker keeps at most {busy:.1f} busy")
 
     def _limit_workers(self, trial: Trial) -> None:
-        """Threaded workers beyond the cores only share the cores: they can add throughput only by
-        filling CPU time that the workers = CPUs trial left idle. When that trial kept SATURATED
-        of its cores busy at the highest rate offered (their idle time, when pinned; else the
-        server's own CPU), don't spend trials on more. Not when --workers names them, nor for an
-        async server, whose event loops gain by taking turns on a core (the module's docstring)."""
-        if not self.threaded or self.only_workers or trial.status != "ok" or not trial.steps:
+        """Workers beyond the cores only share the cores: they can add throughput only by filling
+        CPU time that the workers = CPUs trial left idle. When that trial kept SATURATED of its
+        cores busy at the highest rate offered (their idle time, when pinned; else the server's
+        own CPU), don't spend trials on more. Not when --workers names them, nor for event loops
+        that may gain by taking turns on a core (past_saturation: the module's docstring)."""
+        if self.past_saturation or self.only_workers or trial.status != "ok" or not trial.steps:
             return
         cores = self.machine.cpus
-        busy = max(cores - step.server_idle if step.server_idle is not None else step.server_cpu
-                   for step in trial.steps)
+        busy = max(step.cores_busy(cores) for step in trial.steps)
         if busy < SATURATED * cores:
             return
         self.worker_limit = trial.workers
