@@ -93,10 +93,13 @@ def check_server_counters(data: dict[str, Any]) -> int:
 
 
 def check_worker_limit(data: dict[str, Any]) -> None:
-    """Workers beyond the CPUs are tried exactly when the workers = CPUs trial left 10%+ of them idle
-    (search._limit_workers; another server's event loops, under --cmd, always)."""
+    """Workers beyond the CPUs are tried always for threaded workers (a second process on a busy
+    core can gain: search.py), and for tricorn's event loops exactly when the workers = CPUs trial
+    left 10%+ of the CPUs idle (search._limit_workers)."""
     cpus = data["machine"]["cpus"]
     beyond = [t for t in data["trials"] if t["workers"] > cpus and t["status"] != "skipped"]
+    if any(t["threads"] for t in data["trials"]):
+        assert data["worker_limit"] is None, data["stdout"]
     if data["worker_limit"] is None:
         assert beyond, data["stdout"]
         return

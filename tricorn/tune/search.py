@@ -14,13 +14,14 @@ request's latency over one connection against the CPU its app thread spent on it
 GIL a worker runs one request's Python at a time, so an app that is all CPU gains nothing from
 threads beyond the ones that overlap its I/O (and the loop's share of the request, which more
 threads do overlap).
-Likewise, workers beyond the CPUs are tried only when the trial at workers = CPUs left CPU time
-idle at its highest load (used less than SATURATED of its cores): more processes than cores can
-only fill idle time. Except for another server's event loops (--cmd without {threads}): on one
-core, uvicorn with examples.tuning:io_asgi served 5-10% more with 2-4 workers than with 1, which
-kept the core busy; each of its workers runs Python's collector over fewer requests in flight.
-tricorn's workers, whose collector is set for many in flight (collector.py), gain nothing so
-(0.99 of 1 worker with 2, 3 or 4; docs/tuning.md).
+Likewise, tricorn's async workers beyond the CPUs are tried only when the trial at workers =
+CPUs left CPU time idle at its highest load (used less than SATURATED of its cores): with its
+collector set for many requests in flight (collector.py), 2, 3 or 4 workers on one core served
+0.99 of 1 worker's rate (docs/tuning.md). Not for threaded workers, nor another server's event
+loops (--cmd): on one busy core, examples.tuning:memory_wsgi (0.1 ms a request) served 20-30%
+more with 2 workers than with 1 under the tuner's open loop (every 2 × N above every 1 × N in
+the grid; each request crosses from the loop to a thread and back, which a second process
+overlaps), and uvicorn with io_asgi 5-10% more with 2-4 workers.
 The best screened candidate, and the runner-up when within 10% of it and either faster or
 cheaper (one slower and dearer could only win by beating the screens' ranking by more than TIE),
 then get full trials, their ramps starting from what the screen sustained; the recommendation
@@ -112,7 +113,7 @@ class Search:
     clock: Callable[[], float] = time.monotonic
     only_workers: list[int] | None = None  # --workers: the candidates, instead of worker_counts()
     only_threads: list[int] | None = None  # --threads
-    past_saturation: bool = False  # try workers past the CPUs even when those were busy (another server's)
+    past_saturation: bool = False  # try workers past the CPUs even when those were busy (async: another server's)
     trials: list[Trial] = field(default_factory=list)  # in the order they ran, screens and full
     stop_reason: str = ""
     started: float = 0.0
@@ -207,12 +208,12 @@ class Search:
                 f"{app_cpu_ms:.2f} ms of it {where}, so a worker keeps at most {busy:.1f} busy")
 
     def _limit_workers(self, trial: Trial) -> None:
-        """Workers beyond the cores only share the cores: they can add throughput only by filling
-        CPU time that the workers = CPUs trial left idle. When that trial kept SATURATED of its
-        cores busy at the highest rate offered (their idle time, when pinned; else the server's
-        own CPU), don't spend trials on more. Not when --workers names them, nor for event loops
-        that may gain by taking turns on a core (past_saturation: the module's docstring)."""
-        if self.past_saturation or self.only_workers or trial.status != "ok" or not trial.steps:
+        """tricorn's event loops beyond the cores gain nothing where the workers = CPUs trial kept
+        SATURATED of its cores busy at the highest rate offered (their idle time, when pinned; else
+        the server's own CPU): don't spend trials on them. Not when --workers names them; never for
+        threaded workers or another server's loops, which gain by taking turns on a core (the
+        module's docstring)."""
+        if self.threaded or self.past_saturation or self.only_workers or trial.status != "ok" or not trial.steps:
             return
         cores = self.machine.cpus
         busy = max(step.cores_busy(cores) for step in trial.steps)
