@@ -38,12 +38,12 @@ EIGHT_CPUS = Machine(8, "--cpus", 1 << 34, "--memory", frozenset(range(8)), froz
 ONE_CPU = Machine(1, "--cpus", 1 << 34, "--memory", frozenset({0}), frozenset({1}))
 
 
-def searched(machine: Machine, throughputs: dict[int, float], past_saturation: bool = True,
+def searched(machine: Machine, throughputs: dict[int, float], another_server: bool = True,
              busy: float = 0.95) -> ScriptedRunner:
-    """`past_saturation`: another server's event loops (--cmd), tried past busy cores."""
+    """`another_server`: --cmd, whose event loops are tried past busy cores."""
     runner = ScriptedRunner(throughputs, machine.cpus, busy)
     runner.search = Search(runner, machine, threaded=False, budget=600,  # type: ignore[arg-type]
-                           past_saturation=past_saturation)
+                           another_server=another_server)
     assert runner.search.run() is not None
     return runner
 
@@ -74,12 +74,12 @@ def test_a_runner_up_gets_a_full_trial_only_when_it_could_change_the_pick(
 def test_tricorns_own_event_loops_are_not_tried_past_busy_cores() -> None:
     """Measured on one core (benchmarks/workers.py one-core): tricorn's io_asgi served 0.99 of 1
     worker's rate with 2, 3 or 4 (its collector is set for many requests in flight)."""
-    runner = searched(ONE_CPU, {1: 26_000, 2: 25_800, 3: 25_900, 4: 25_700}, past_saturation=False)
+    runner = searched(ONE_CPU, {1: 26_000, 2: 25_800, 3: 25_900, 4: 25_700}, another_server=False)
     assert runner.ran == [("screen", 1), ("full", 1)], runner.ran
     assert runner.search is not None and runner.search.worker_limit == 1
     assert "kept 95% of 1 CPU busy" in runner.search.stop_reason
     # An idle core (80% busy at the highest load) leaves room that more workers might fill.
-    runner = searched(ONE_CPU, {1: 26_000, 2: 25_800, 3: 25_900, 4: 25_700}, past_saturation=False, busy=0.8)
+    runner = searched(ONE_CPU, {1: 26_000, 2: 25_800, 3: 25_900, 4: 25_700}, another_server=False, busy=0.8)
     assert [w for kind, w in runner.ran if kind == "screen"] == [1, 2, 3], runner.ran
 
 

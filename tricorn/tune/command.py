@@ -318,7 +318,7 @@ def tune(args: argparse.Namespace, machine: Machine, server: ServerCommand, thre
     with Progress(args.budget, args.quiet or not sys.stderr.isatty()) as progress:
         search = Search(runner, machine, threaded, args.budget, on_trial=progress.trial,
                         only_workers=args.workers, only_threads=args.threads,
-                        past_saturation=not threaded and server.template is not None)
+                        another_server=server.template is not None)
         if search.estimate(quick=True) > args.budget:
             error = (f"a budget of {args.budget:g}s is too small for even one trial (about "
                      f"{search.estimate(quick=True):.0f}s each); raise --budget or shorten --step")

@@ -113,7 +113,7 @@ class Search:
     clock: Callable[[], float] = time.monotonic
     only_workers: list[int] | None = None  # --workers: the candidates, instead of worker_counts()
     only_threads: list[int] | None = None  # --threads
-    past_saturation: bool = False  # try workers past the CPUs even when those were busy (async: another server's)
+    another_server: bool = False  # --cmd: not tricorn, whose event loops alone gain nothing past busy CPUs
     trials: list[Trial] = field(default_factory=list)  # in the order they ran, screens and full
     stop_reason: str = ""
     started: float = 0.0
@@ -213,7 +213,7 @@ class Search:
         the server's own CPU): don't spend trials on them. Not when --workers names them; never for
         threaded workers or another server's loops, which gain by taking turns on a core (the
         module's docstring)."""
-        if self.threaded or self.past_saturation or self.only_workers or trial.status != "ok" or not trial.steps:
+        if self.threaded or self.another_server or self.only_workers or trial.status != "ok" or not trial.steps:
             return
         cores = self.machine.cpus
         busy = max(step.cores_busy(cores) for step in trial.steps)
