@@ -81,6 +81,9 @@ class Plan:
     scenario: scenarios.Scenario
     load: Load
     procs: int
+    # Sampled by the first process as it starts and stops measuring (tune: the server's CPU time):
+    # its rate over exactly the measured seconds, not the processes' start and the answers' drain.
+    watch: Callable[[], Sequence[float]] | None = None
 
     def share(self, index: int) -> Load:
         """Process `index`'s part of the load."""
@@ -173,6 +176,7 @@ class Collector:
         self.elapsed = 0.0
         self.finals = 0
         self.errors_seen = 0
+        self.watched: list[float] = []  # Plan.watch's rates
 
     def second(self, number: int, window: Window, cpu: float, behind_ms: float) -> None:
         entry = self.seconds.setdefault(number, Second())
@@ -200,6 +204,7 @@ class Collector:
         self.late += result["late"]
         self.waited += result["waited"]
         self.elapsed = max(self.elapsed, result["elapsed"])
+        self.watched = result["watched"] or self.watched
         self.finals += 1
 
 
@@ -208,7 +213,7 @@ def run_engine(plan: Plan, index: int, on_second: Callable[[int, Window, float, 
 
     loop = new_event_loop("auto")
     asyncio.set_event_loop(loop)
-    engine = Engine(plan.target, plan.scenario, plan.share(index), on_second)
+    engine = Engine(plan.target, plan.scenario, plan.share(index), on_second, plan.watch if index == 0 else None)
     # A collector pause would be charged to the server as latency (the open loop counts from due
     # times), and the engine makes no reference cycles worth collecting during a run.
     gc.collect()
@@ -220,7 +225,7 @@ def run_engine(plan: Plan, index: int, on_second: Callable[[int, Window, float, 
         gc.enable()
         loop.close()
     return {"window": total, "cpu": engine.cpu_samples, "behind_ms": engine.behind_ns / 1e6, "late": engine.late,
-            "waited": engine.waited, "elapsed": engine.elapsed}
+            "waited": engine.waited, "elapsed": engine.elapsed, "watched": engine.watched}
 
 
 def _window_from(data: dict[str, Any]) -> Window:

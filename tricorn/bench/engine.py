@@ -21,7 +21,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,12 +189,16 @@ class Engine:
     def __init__(
         self, target: Target, scenario: Scenario, load: Load,
         on_second: Callable[[int, Window, float, float], None] | None = None,
+        watch: Callable[[], Sequence[float]] | None = None,
     ) -> None:
-        """`on_second(second, window, cpu, behind_ms)` is called once per measured second."""
+        """`on_second(second, window, cpu, behind_ms)` is called once per measured second; `watch()`
+        as the measurement starts and as it ends (`watched`: how fast what it returns grew)."""
         self.target = target
         self.scenario = scenario
         self.load = load
         self.on_second = on_second
+        self.watch = watch
+        self.watched: list[float] = []  # per second measured
         self.total = Window()
         self.second = Window()
         # The closed loop by duration on keep-alive connections takes a shortcut in answered().
@@ -392,6 +396,7 @@ class Engine:
     async def _measure(self) -> None:
         """Tick once a second: hand the second's window to on_second; stop at the end."""
         load = self.load
+        watched = self.watch() if self.watch else ()
         began = time.perf_counter()
         cpu_began = time.process_time()
         second = 0
@@ -419,6 +424,8 @@ class Engine:
             if not load.requests and now >= began + load.duration:
                 break
         self.elapsed = time.perf_counter() - began
+        if self.watch:
+            self.watched = [(end - start) / self.elapsed for start, end in zip(watched, self.watch(), strict=True)]
 
     def _open_tick(self) -> None:
         self._open_due()

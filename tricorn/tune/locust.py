@@ -27,7 +27,7 @@ from typing import Any
 from ..bench.engine import Load
 from ..bench.scenario import Scenario, Target
 from ..errors import ConfigError
-from .trial import TrialError
+from .trial import TrialError, Watch
 
 REPORT_INTERVAL = 1.0  # seconds between a Locust worker's stats reports (the generated file sets it)
 MAX_USERS = 5000
@@ -136,7 +136,7 @@ class LocustEngine:
                              "locust -f LOCUSTFILE --worker --master-host HOST")
         return len(workers)
 
-    def measure(self, target: Target, scenario: Scenario, load: Load) -> dict[str, Any]:
+    def measure(self, target: Target, scenario: Scenario, load: Load, watch: Watch | None = None) -> dict[str, Any]:
         steps = sum(t.weight * len(t.steps) for t in scenario.tasks) / max(1, sum(t.weight for t in scenario.tasks))
         if load.mode == "open":
             users = max(16, min(MAX_USERS, math.ceil(load.rate * self.p99_s * 2)))
