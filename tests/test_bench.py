@@ -105,6 +105,37 @@ def test_open_loop_holds_its_rate(serve, tmp_path) -> None:  # type: ignore[no-u
     assert abs(result["throughput_rps"] - 500) <= 500 * 0.02
 
 
+def test_watch_is_sampled_as_the_measurement_starts_and_ends(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """tune reads the server's CPU over the measured seconds: not the load processes' start, nor
+    the warmup, nor the wait for the last answers."""
+    from tricorn.bench.command import Collector, Plan, run_processes
+    from tricorn.bench.engine import Load
+    from tricorn.bench.scenario import Target, single
+
+    url = target("delay:300")
+    calls = tmp_path / "calls"
+
+    def watch() -> list[float]:
+        now = time.monotonic()
+        with calls.open("a") as f:  # the load process is forked: it reports through a file
+            f.write(f"{now}\n")
+        return [now, 1.0]
+
+    parsed = Target.parse(url)
+    plan = Plan(parsed, single(parsed, "GET", {}, b"", True), Load("open", rate=50, duration=1.0, warmup=0.5),
+                procs=2, watch=watch)
+    collector = Collector(plan.procs, None)
+    began = time.monotonic()
+    run_processes(plan, collector)
+    ended = time.monotonic()
+    first, last = (float(line) for line in calls.read_text().split())  # one process watches, twice
+    assert first - began >= 0.5  # after the warmup
+    assert 0.95 <= last - first <= 1.3  # the measured second, not the 300 ms answers still owed
+    assert ended - last >= 0.2
+    rate, constant = collector.watched
+    assert rate == pytest.approx(1.0, abs=0.05) and constant == 0.0
+
+
 def test_open_loop_sees_a_stall_that_a_closed_loop_hides(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Coordinated omission: the server freezes for 200 ms every second."""
     url = target("stall")
