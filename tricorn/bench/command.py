@@ -21,7 +21,7 @@ from ..config import duration
 from ..errors import ConfigError, UserError
 from ..system import raise_open_files_limit
 from . import scenario as scenarios
-from .engine import LATE_MS, Engine, Load, ResolveError, Window
+from .engine import LATE_MS, Engine, Load, ResolveError, Watch, Window
 from .histogram import Histogram
 
 PERCENTILES = (50, 90, 99, 99.9)
@@ -83,7 +83,7 @@ class Plan:
     procs: int
     # Sampled by the first process as it starts and stops measuring (tune: the server's CPU time):
     # its rate over exactly the measured seconds, not the processes' start and the answers' drain.
-    watch: Callable[[], Sequence[float]] | None = None
+    watch: Watch | None = None
 
     def share(self, index: int) -> Load:
         """Process `index`'s part of the load."""

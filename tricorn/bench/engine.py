@@ -34,6 +34,8 @@ MAX_CONNECTING = 16  # open loop: connections opened at once; a burst of due req
 LATE_MS = 10.0  # open loop: a request started this far past its due time counts as late
 
 
+Watch = Callable[[], Sequence[float]]  # numbers that grow (CPU seconds): sampled where a measurement starts and ends
+
 @dataclass(frozen=True)
 class Load:
     """How to drive the connections, and for how long."""
@@ -189,7 +191,7 @@ class Engine:
     def __init__(
         self, target: Target, scenario: Scenario, load: Load,
         on_second: Callable[[int, Window, float, float], None] | None = None,
-        watch: Callable[[], Sequence[float]] | None = None,
+        watch: Watch | None = None,
     ) -> None:
         """`on_second(second, window, cpu, behind_ms)` is called once per measured second; `watch()`
         as the measurement starts and as it ends (`watched`: how fast what it returns grew)."""

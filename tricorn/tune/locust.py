@@ -24,10 +24,10 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from ..bench.engine import Load
+from ..bench.engine import Load, Watch
 from ..bench.scenario import Scenario, Target
 from ..errors import ConfigError
-from .trial import TrialError, Watch
+from .trial import TrialError
 
 REPORT_INTERVAL = 1.0  # seconds between a Locust worker's stats reports (the generated file sets it)
 MAX_USERS = 5000

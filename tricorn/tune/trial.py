@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from .. import scoreboard
 from ..bench.command import Collector, Plan, fell_behind, run_processes, summarize
-from ..bench.engine import Load
+from ..bench.engine import Load, Watch
 from ..bench.scenario import Scenario, Target
 from ..errors import UserError
 from ..system import rss_bytes
@@ -73,7 +73,7 @@ class Step:
     p99_ms: float
     requests: int
     errors: int  # transport errors and 5xx answers
-    server_cpu: float  # cores the server's processes used
+    server_cpu: float  # cores the server's processes used (over the measured seconds, with the builtin engine)
     generator_cpu: float  # of one core, per load process
     behind_ms: float  # the most the generator started a request late
     passed: bool
@@ -353,9 +353,6 @@ class ServerProcess:
             if self.scoreboard is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(self.scoreboard)
-
-
-Watch = Callable[[], Sequence[float]]
 
 
 class LoadEngine(Protocol):
