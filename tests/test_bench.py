@@ -112,7 +112,7 @@ def test_watch_is_sampled_as_the_measurement_starts_and_ends(target, tmp_path) -
     from tricorn.bench.engine import Load
     from tricorn.bench.scenario import Target, single
 
-    url = target("delay:300")
+    url = target("delay:1000")
     calls = tmp_path / "calls"
 
     def watch() -> list[float]:
@@ -130,8 +130,8 @@ def test_watch_is_sampled_as_the_measurement_starts_and_ends(target, tmp_path) -
     ended = time.monotonic()
     first, last = (float(line) for line in calls.read_text().split())  # one process watches, twice
     assert first - began >= 0.5  # after the warmup
-    assert 0.95 <= last - first <= 1.3  # the measured second, not the 300 ms answers still owed
-    assert ended - last >= 0.2
+    assert 0.95 <= last - first <= 1.6  # the measured second, not the 1 s answers still owed
+    assert ended - last >= 0.5
     rate, constant = collector.watched
     assert rate == pytest.approx(1.0, abs=0.05) and constant == 0.0
 

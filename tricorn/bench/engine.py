@@ -36,6 +36,7 @@ LATE_MS = 10.0  # open loop: a request started this far past its due time counts
 
 Watch = Callable[[], Sequence[float]]  # numbers that grow (CPU seconds): sampled where a measurement starts and ends
 
+
 @dataclass(frozen=True)
 class Load:
     """How to drive the connections, and for how long."""

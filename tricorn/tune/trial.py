@@ -53,7 +53,7 @@ CONNECTIONS = 1024  # the fewest an open-loop step opens, and the most the probe
 # that passes has about rate × latency in flight, so the generator never runs out of connections
 # before the server breaks the target (1024 connections cap a 50 ms app at 20,480 req/s).
 IN_FLIGHT = 1.5
-# Of its cores busy (measured over a step, overheads in), the server is at its limit: more workers
+# Of its cores busy (over a step's measured seconds), the server is at its limit: more workers
 # could add at most idle / busy, 11% here, which screening cannot tell from noise (search.py), and a
 # generator that fell behind meanwhile did not hide a faster server.
 SATURATED = 0.9
@@ -442,11 +442,12 @@ class TrialRunner:
         # screening steps, 20-40% idle at rates it could not keep up with).
         whole = [(end - start) / wall for start, end in zip(before, watch(), strict=True)]
         server_cpu, idle = summary.get("watched") or whole
+        idle_cores = idle if cores else None
         counters = server.counters()
         if counters is None:
-            return summary, server_cpu, idle if cores else None, None, None
+            return summary, server_cpu, idle_cores, None, None
         served, server.served = sum(counters[0]) - server.served, sum(counters[0])
-        return summary, server_cpu, idle if cores else None, served, counters[1]
+        return summary, server_cpu, idle_cores, served, counters[1]
 
     def _one_connection(self, trial: Trial, server: ServerProcess, target: Target, scenario: Scenario) -> None:
         """One request at a time: its latency, the server's CPU per request, and the share of that
