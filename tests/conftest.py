@@ -170,6 +170,17 @@ class _ResponseReader:
         self.responses[-1].complete = True
 
 
+def read_responses(sock: socket.socket, count: int) -> list[Response]:
+    """Read from `sock` until `count` responses are complete or the server closes."""
+    reader = _ResponseReader()
+    while sum(r.complete for r in reader.responses) < count:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        reader.parser.feed_data(chunk)
+    return reader.responses
+
+
 def split_points(data: bytes, strategy: str, seed: int = 0) -> list[bytes]:
     """The pieces to send: whole, byte by byte, or at random places."""
     if strategy == "whole":

@@ -99,6 +99,39 @@ def test_head_size_limit_stops_an_endless_header() -> None:
     assert parser.receive_data(b"more") == []  # dead after an error
 
 
+def _split_everywhere(data: bytes, **limits: int) -> None:
+    """`data` cut in two at every position: the head limit counts only the unfinished head's bytes."""
+    whole = [type(e) for e in RequestParser(**limits).receive_data(data)]
+    assert ProtocolError not in whole
+    for cut in range(1, len(data)):
+        parser = RequestParser(**limits)
+        events = parser.receive_data(data[:cut]) + parser.receive_data(data[cut:])
+        assert not any(isinstance(e, ProtocolError) for e in events), (cut, events[-1])
+        assert [type(e) for e in events if not isinstance(e, bytes)] == [t for t in whole if t is not bytes]
+
+
+def test_pipelined_heads_count_only_their_own_bytes_against_the_head_limit() -> None:
+    heads = b"".join(b"GET /p/%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % i for i in range(40))
+    _split_everywhere(heads, limit_request_head=100)
+
+
+def test_a_body_before_a_head_does_not_count_against_its_head_limit() -> None:
+    post = b"POST /u HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3000\r\n\r\n" + b"x" * 3000
+    _split_everywhere(post + b"GET /second HTTP/1.1\r\nHost: localhost\r\n\r\n", limit_request_head=200)
+    # a body that looks like heads, and one that is chunked
+    tricky = b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n" + b"\r\n\r\n" * 10
+    chunked = (b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n"
+               + b"y" * 256 + b"\r\n0\r\n\r\n")
+    _split_everywhere(tricky + chunked + b"GET /third HTTP/1.1\r\nHost: h\r\n\r\n", limit_request_head=120)
+
+
+def test_a_head_over_the_limit_is_still_refused_when_it_follows_a_request_in_the_same_read() -> None:
+    parser = RequestParser(limit_request_head=1000, limit_request_field_size=10**6)
+    events = parser.receive_data(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\nX: " + b"v" * 990)
+    assert isinstance(events[0], Request) and events[1] is END
+    assert isinstance(events[-1], ProtocolError) and events[-1].status == 431
+
+
 def test_error_after_a_good_request_comes_last() -> None:
     events = feed(b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\n")
     assert isinstance(events[0], Request) and events[1] is END

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import httpx
 import pytest
 
-from .conftest import exchange
+from .conftest import exchange, read_responses
 
 GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -43,6 +44,29 @@ def test_pipelined_requests_are_answered_in_order(server) -> None:  # type: igno
     responses, closed = exchange(server.port, requests)
     assert [json.loads(r.body)["path"] for r in responses] == [f"/p{i}" for i in range(5)]
     assert closed
+
+
+def test_ten_thousand_pipelined_requests_in_one_write_are_all_answered(server) -> None:  # type: ignore[no-untyped-def]
+    """Each head counts only its own bytes against --limit-request-head (it once counted the whole
+    read it ended in: request 3,148 got a 431)."""
+    requests = b"".join(b"GET /status/200?n=%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % i for i in range(10_000))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(requests,))
+        sender.start()
+        responses = read_responses(sock, 10_000)
+        sender.join()
+    assert len(responses) == 10_000 and {r.status for r in responses} == {200}
+
+
+def test_a_head_split_after_a_large_body_is_not_counted_with_the_body(server) -> None:  # type: ignore[no-untyped-def]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /count-upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n"
+                     + b"x" * 100_000 + b"GET /second HTTP/1.1\r\nHo")
+        (first,) = read_responses(sock, 1)
+        sock.sendall(b"st: localhost\r\n\r\n")
+        (second,) = read_responses(sock, 1)
+    assert (first.status, first.body) == (200, b"100000")
+    assert second.status == 200 and json.loads(second.body)["path"] == "/second"
 
 
 def test_http10_closes_unless_keep_alive_is_asked(server) -> None:  # type: ignore[no-untyped-def]

@@ -128,6 +128,12 @@ class RequestParser:
         self._headers: list[tuple[bytes, bytes]] = []
         self._framing: list[tuple[bytes, bytes]] = []
         self._body_bytes = 0
+        # For the head limit when a read ends inside a head: whether that head began in this read,
+        # and the Content-Length body bytes (of this read) of the message just before it.
+        self._began_in_read = False
+        self._chunked = False
+        self._body_in_read = 0
+        self._previous_body = 0
         self._lead = b""
         self._messages = 0
         self.dead = False
@@ -147,6 +153,8 @@ class RequestParser:
             self.held += data
             return []
         events = self._events = []
+        self._began_in_read = False
+        self._body_in_read = 0
         if len(self._lead) < 32:
             self._lead += data[: 32 - len(self._lead)]  # the connection's first bytes, for _invalid_method
         try:
@@ -169,11 +177,30 @@ class RequestParser:
             self.dead = True
         else:
             if self._in_head:
-                self._head_bytes += len(data)
+                if self._began_in_read:
+                    self._head_bytes = self._unfinished_head(data)
+                else:
+                    self._head_bytes += len(data)
                 if self._head_bytes > self.limit_request_head:
                     events.append(ProtocolError(431, "Request header fields too large"))
                     self.dead = True
         return events
+
+    def _unfinished_head(self, data: bytes) -> int:
+        """How many bytes at the end of `data` belong to the head that began in it and is not
+        complete: only those count against the head limit, not the requests before it.
+
+        Nothing in that head is CRLFCRLF, so it starts at or after the last one in `data` (the end
+        of the previous head, or of a chunked body). A Content-Length body may lie in between: it
+        directly follows a head's CRLFCRLF, or the read's start when its head came earlier. When
+        that body holds a CRLFCRLF itself (multipart), the latest place that fits is taken: the
+        count may come out short, never long, and the next read counts in full."""
+        end = max(0, data.rfind(b"\r\n\r\n") + 4)
+        body = self._previous_body
+        if body:
+            crlf = data.rfind(b"\r\n\r\n", max(0, end - body - 4), len(data) - body)
+            end = crlf + 4 + body if crlf >= 0 else (body if end <= body else end)
+        return len(data) - end
 
     def take_upgraded(self) -> bytes:
         """The bytes after an accepted Upgrade request: the new protocol's. This parser is done."""
@@ -197,6 +224,9 @@ class RequestParser:
     # httptools callbacks ---------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._began_in_read = True
+        self._previous_body = 0 if self._chunked else self._body_in_read
+        self._body_in_read = 0
         self._in_head = True
         self._head_bytes = 0
         self._url = b""
@@ -262,6 +292,7 @@ class RequestParser:
         if self.limit_request_body and length > self.limit_request_body:
             raise ProtocolError(413, "Request body too large")
         has_body = chunked or length > 0
+        self._chunked = chunked
         if parser.should_upgrade() and (has_body or method == b"CONNECT"):
             # llhttp would skip this body and hand it over as upgraded bytes; as we answer over
             # HTTP/1.1, those bytes would be read as the next request. Refuse instead.
@@ -292,6 +323,7 @@ class RequestParser:
         ))
 
     def on_body(self, body: bytes) -> None:
+        self._body_in_read += len(body)
         if self.limit_request_body:
             self._body_bytes += len(body)
             if self._body_bytes > self.limit_request_body:
