@@ -152,6 +152,20 @@ def test_absolute_form_and_asterisk_targets() -> None:
     assert isinstance(error, ProtocolError) and error.status == 400
 
 
+def test_an_absolute_form_target_replaces_the_host_header_with_its_authority() -> None:
+    """RFC 9112 3.2.2: a server ignores Host when the target is in absolute form."""
+    (request, _) = feed(b"GET http://example.com:8080/abs HTTP/1.1\r\nHost: other.example\r\nX: y\r\n\r\n")
+    assert request.headers == [(b"host", b"example.com:8080"), (b"x", b"y")]  # type: ignore[attr-defined]
+    assert request.path == b"/abs"  # type: ignore[attr-defined]
+    (request, _) = feed(b"GET https://EXAMPLE.com?q=1 HTTP/1.0\r\n\r\n")  # HTTP/1.0 may leave Host out
+    assert request.headers == [(b"host", b"EXAMPLE.com")] and request.query == b"q=1"  # type: ignore[attr-defined]
+    (request, _) = feed(b"GET http://user:pw@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert request.headers == [(b"host", b"example.com")]  # type: ignore[attr-defined]
+    for target in (b"http:///no-host", b"http://user@/", b"http://"):
+        (error,) = feed(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % target)
+        assert isinstance(error, ProtocolError) and error.status == 400, target
+
+
 def _request(method: bytes = b"GET", version: str = "1.1", keep_alive: bool = True) -> Request:
     return Request(method, b"/", b"/", b"", version, [], keep_alive, False, False, None)
 

@@ -69,6 +69,14 @@ def test_a_head_split_after_a_large_body_is_not_counted_with_the_body(server) ->
     assert second.status == 200 and json.loads(second.body)["path"] == "/second"
 
 
+def test_an_absolute_form_target_gives_the_app_its_authority_as_host(server) -> None:  # type: ignore[no-untyped-def]
+    responses, _ = exchange(server.port, b"GET http://example.com/abs HTTP/1.1\r\nHost: other.example\r\n"
+                                         b"Connection: close\r\n\r\n")
+    seen = json.loads(responses[0].body)
+    hosts = [value for name, value in seen["headers"] if name == "host"]  # ASGI's headers, WSGI's HTTP_HOST
+    assert responses[0].status == 200 and seen["path"] == "/abs" and hosts == ["example.com"]
+
+
 def test_http10_closes_unless_keep_alive_is_asked(server) -> None:  # type: ignore[no-untyped-def]
     responses, closed = exchange(server.port, b"GET /a HTTP/1.0\r\n\r\n", half_close=False)
     assert responses[0].status == 200 and closed

@@ -309,6 +309,7 @@ class RequestParser:
             path, _, query = (rest[slash:] or b"/").partition(b"?")
             if path[:1] != b"/":
                 path = b"/" + path
+            self._use_authority(rest[:slash], hosts == 1)
         else:
             raise ProtocolError(400, "Invalid request target")
         if b"#" in path:
@@ -321,6 +322,17 @@ class RequestParser:
             method, target, path, query, version, self._headers,
             parser.should_keep_alive(), expect_continue, has_body, upgrade,
         ))
+
+    def _use_authority(self, authority: bytes, has_host: bool) -> None:
+        """RFC 9112 3.2.2: with an absolute-form target, the server ignores Host and uses the
+        target's authority; the app sees it as the Host header (ASGI `host`, WSGI HTTP_HOST)."""
+        authority = authority.rpartition(b"@")[2]  # userinfo (deprecated, RFC 9110 4.2.4) is not the host
+        if not authority:
+            raise ProtocolError(400, "Invalid request target: an absolute URI needs a host")
+        if has_host:
+            self._headers = [(name, authority if name == b"host" else value) for name, value in self._headers]
+        else:  # HTTP/1.0
+            self._headers.insert(0, (b"host", authority))
 
     def on_body(self, body: bytes) -> None:
         self._body_in_read += len(body)
