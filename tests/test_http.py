@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
 
+import httptools
 import httpx
 import pytest
 
@@ -265,6 +267,54 @@ def test_limit_concurrency_answers_503_beyond_it(serve) -> None:  # type: ignore
             assert time.monotonic() < deadline, "never saw a 503"
         assert responses[0].header("connection") == "close"
         assert busy.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("VmRSS")))
+
+
+class _StatusCounter:
+    """Counts the responses of a long stream without keeping their bodies."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_headers_complete(self) -> None:
+        self.statuses.append(self.parser.get_status_code())
+
+
+def test_pipelined_requests_wait_while_the_client_does_not_read(server) -> None:  # type: ignore[no-untyped-def]
+    """A client that sends request after request and reads nothing: the server stops reading once
+    its writes back up, instead of answering into memory (422 MB in 10 s before)."""
+    count, piece = 6_000, 16 * 1024
+    pad = b"x" * 1000  # 6 MB of requests: more than the kernel buffers hold for an unread socket
+    requests = b"".join(b"GET /download?65536 HTTP/1.1\r\nHost: t\r\nX-Pad: %s\r\n\r\n" % pad for _ in range(count))
+    assert httpx.get(server.url + "/download?65536").status_code == 200  # warm: one response of that size
+    idle = _rss_kib(server.proc.pid)
+    total = len(requests)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.setblocking(False)
+        sent = 0
+        while sent < total:
+            _, writable, _ = select.select([], [sock], [], 2.0)
+            if not writable:
+                break  # the server stopped reading
+            sent += sock.send(requests[sent:sent + piece])
+        assert sent < total, "the server read every request while none of its answers were read"
+        grown = _rss_kib(server.proc.pid) - idle
+        assert grown < 16 * 1024, f"the worker grew by {grown} KiB while its client did not read"
+        sock.setblocking(True)
+        sender = threading.Thread(target=sock.sendall, args=(requests[sent:],))
+        sender.start()
+        counter = _StatusCounter()
+        while len(counter.statuses) < count:
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {len(counter.statuses)} responses"
+            counter.parser.feed_data(chunk)
+        sender.join()
+    assert set(counter.statuses) == {200}
 
 
 def test_client_disconnect_mid_response_costs_nothing(server) -> None:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import select
 import signal
 import socket
 import struct
@@ -289,6 +290,30 @@ def test_a_slow_reader_holds_the_sender(serve) -> None:  # type: ignore[no-untyp
         sent = len(server.records())
         assert sent < 20, sent  # 200 MiB would be queued without backpressure; socket buffers hold a few
         assert server.rss_peak_kib() < 200 * 1024
+
+
+def test_a_peer_that_pings_and_never_reads_is_no_longer_read(serve) -> None:  # type: ignore[no-untyped-def]
+    """Every ping is answered with a pong: a peer that never reads them must not grow the server's
+    memory with pongs; once our writes back up, we stop reading its pings."""
+    server = serve("ws_apps:hold")
+    pings = frame(0x9, b"p" * 125) * 300_000  # 39 MB (51 MB of pongs kept before): past the kernel's buffers
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(HANDSHAKE)
+        assert sock.recv(200).startswith(b"HTTP/1.1 101")
+        idle = server.rss_peak_kib()
+        sock.setblocking(False)
+        sent = 0
+        total = len(pings)
+        while sent < total:
+            _, writable, _ = select.select([], [sock], [], 2.0)
+            if not writable:
+                break  # the server stopped reading
+            sent += sock.send(pings[sent:sent + 65536])
+        assert sent < total, "the server read every ping while none of its pongs were read"
+        assert server.rss_peak_kib() - idle < 16 * 1024
 
 
 def test_shutdown_closes_open_websockets_with_1001(serve) -> None:  # type: ignore[no-untyped-def]

@@ -52,8 +52,10 @@ class Cycle(Protocol):
 class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "_drain_waiters",
+        "_next_on_drain",
         "_paused_body",
         "_paused_pipeline",
+        "_paused_write",
         "_reading_paused",
         "body_done",
         "client",
@@ -104,7 +106,9 @@ class HttpConnection(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._paused_body = False
         self._paused_pipeline = False
+        self._paused_write = False
         self._reading_paused = False
+        self._next_on_drain = False  # a finished response waits for the client to read it
         self.eof = False
         self.trusted_proxy = False
         self.tls: dict[str, Any] | None = None  # HTTPS: ASGI's tls extension, read once per connection
@@ -172,7 +176,11 @@ class HttpConnection(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
+        # The client is not reading what we send: read nothing more from it either (no pipelined
+        # request starts, no WebSocket ping is answered into memory) until it catches up.
         self.write_paused = True
+        if not self.closed:
+            self._set_paused(write=True)
         if self.cycle is not None:
             self.cycle.writable_changed()
 
@@ -182,14 +190,18 @@ class HttpConnection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
         self._drain_waiters.clear()
+        self._set_paused(write=False)
         if self.cycle is not None:
             self.cycle.writable_changed()
+        elif self._next_on_drain:
+            self._next_on_drain = False
+            self.next_request()
 
     # requests ------------------------------------------------------------------------------
 
     def _dispatch(self, event: object) -> None:
         cls = event.__class__
-        if self.pending or (cls is Request and self.cycle is not None):
+        if self.pending or (cls is Request and (self.cycle is not None or self._next_on_drain)):
             self.pending.append(event)
             self._set_paused(pipeline=True)
         elif cls is bytes:
@@ -263,7 +275,7 @@ class HttpConnection(asyncio.Protocol):
         # Lingering close: closing with unread bytes in the kernel would send RST, which can
         # destroy the error response before the client reads it. Half-close, drop what still
         # arrives, and close on EOF or at the deadline.
-        self._set_paused(body=False, pipeline=False)
+        self._set_paused(body=False, pipeline=False, write=False)
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.deadline = self.loop.time() + LINGER
@@ -346,7 +358,11 @@ class HttpConnection(asyncio.Protocol):
         self.next_request()
 
     def next_request(self) -> None:
-        """Start what is pending, or wait idle for the next request."""
+        """Start what is pending, or wait idle for the next request; while the client is not
+        reading the last response, wait for it to (resume_writing)."""
+        if self.write_paused:
+            self._next_on_drain = True
+            return
         self._paused_body = False
         if self.pending:
             pending = self.pending
@@ -368,12 +384,14 @@ class HttpConnection(asyncio.Protocol):
             self.idle = True
             self.deadline = self.loop.time() + self.server.keep_alive
 
-    def _set_paused(self, body: bool | None = None, pipeline: bool | None = None) -> None:
+    def _set_paused(self, body: bool | None = None, pipeline: bool | None = None, write: bool | None = None) -> None:
         if body is not None:
             self._paused_body = body
         if pipeline is not None:
             self._paused_pipeline = pipeline
-        paused = self._paused_body or self._paused_pipeline
+        if write is not None:
+            self._paused_write = write
+        paused = self._paused_body or self._paused_pipeline or self._paused_write
         if paused != self._reading_paused and not self.transport.is_closing():
             self._reading_paused = paused
             if paused:

@@ -185,8 +185,7 @@ class WebSocketSession:
         message = self.messages.popleft()
         if self.reading_paused and len(self.messages) < QUEUE_HIGH // 2:
             self.reading_paused = False
-            if not self.conn.transport.is_closing():
-                self.conn.transport.resume_reading()
+            self.conn.body_paused(False)
         return message
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -359,7 +358,7 @@ class WebSocketSession:
             self.waiter.set_result(None)
         if len(self.messages) >= QUEUE_HIGH and not self.reading_paused:
             self.reading_paused = True
-            self.conn.transport.pause_reading()
+            self.conn.body_paused(True)
 
     # frames to the peer -------------------------------------------------------------------
 
