@@ -255,6 +255,63 @@ def test_idle_keep_alive_connection_is_closed(serve) -> None:  # type: ignore[no
         assert 0.4 <= time.monotonic() - started < 3.0
 
 
+def _stall_body(port: int, path: bytes, sent: bytes, *headers: bytes) -> tuple[bytes, float]:
+    """Start a POST of 1,000,000 bytes, send `sent` of it and no more; what the server answers
+    before it closes, and after how long."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n%s\r\n%s"
+                     % (path, b"".join(h + b"\r\n" for h in headers), sent))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer, time.monotonic() - started
+
+
+def test_a_stalled_request_body_gets_408_and_the_app_a_disconnect(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("asgi_apps:app", "--timeout-body", "1")
+    answer, after = _stall_body(server.port, b"/wait-disconnect", b"x" * 10)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer.lower()
+    assert b"--timeout-body" in answer and 0.9 <= after < 5
+    server.wait_for(lambda: "disconnected" in server.records(), what="the app told of the disconnect")
+    server.wait_for(lambda: '"POST /wait-disconnect HTTP/1.1" 408' in server.stdout, what="the access log line")
+    assert httpx.get(server.url + "/").status_code == 200
+
+
+def test_a_stalled_wsgi_body_gets_408_whether_or_not_the_app_is_reading(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("wsgi_apps:app", "--timeout-body", "1", "--threads", "2")
+    # A small part of a body: no thread is given to it, and the app never runs.
+    answer, _ = _stall_body(server.port, b"/upload-record", b"x" * 10)
+    assert answer.startswith(b"HTTP/1.1 408 ") and server.records() == []
+    # More than the high-water mark: the app is reading it, and wsgi.input raises.
+    answer, after = _stall_body(server.port, b"/upload-record", b"x" * 100_000)
+    assert answer.startswith(b"HTTP/1.1 408 ") and 0.9 <= after < 5
+    server.wait_for(lambda: server.records() == ["input-raised-ClientDisconnected"], what="wsgi.input raising")
+    assert server.stdout.count('"POST /upload-record HTTP/1.1" 408') == 2
+    assert httpx.get(server.url + "/").status_code == 200
+
+
+@pytest.mark.parametrize("app", ["asgi_apps:app", "wsgi_apps:app"])
+def test_a_slow_body_that_keeps_coming_is_not_timed_out(serve, app: str) -> None:  # type: ignore[no-untyped-def]
+    server = serve(app, "--timeout-body", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /count-upload HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n")
+        for _ in range(8):  # 2.4 s in all, each byte well inside the timeout
+            time.sleep(0.3)
+            sock.sendall(b"x")
+        (response,) = read_responses(sock, 1)
+    assert (response.status, response.body) == (200, b"8")
+
+
+def test_a_client_waiting_for_100_continue_is_not_timed_out(serve) -> None:  # type: ignore[no-untyped-def]
+    """It sends its body once the app asks for it; an app that answers without it owes no 408."""
+    server = serve("asgi_apps:app", "--timeout-body", "0.5")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /sleep?1.5 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        (response,) = read_responses(sock, 1)
+    assert (response.status, response.body) == (200, b"slept")
+
+
 def test_limit_concurrency_answers_503_beyond_it(serve) -> None:  # type: ignore[no-untyped-def]
     server = serve("asgi_apps:app", "--limit-concurrency", "1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as busy:

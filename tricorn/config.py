@@ -294,6 +294,11 @@ class Config:
         help="close a connection whose request head has not fully arrived this long after it was "
         "accepted or after its previous response",
     )
+    timeout_body: float = setting(
+        30.0, "--timeout-body", parse=duration, metavar="DURATION",
+        help="answer 408 and close when a request body the server is waiting for brings no new byte "
+        "this long (0 is off)",
+    )
     graceful_timeout: float = setting(
         30.0, "--graceful-timeout", parse=duration, metavar="DURATION",
         help="on shutdown, wait this long for in-flight requests to finish",

@@ -14,6 +14,9 @@ Timeouts are deadlines on the loop clock, checked by one sweep for all connectio
 so a request costs a float assignment rather than a timer handle:
   head not complete `timeout_header` after accept or after the previous response → close
   idle keep-alive connection for `keep_alive` → close
+  a request body we wait for brings no byte for `timeout_body` → 408 and close (the app, if it
+  runs, hears of a disconnect); time the client waits on us (reading paused, 100-continue not yet
+  asked for) does not count
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class Cycle(Protocol):
 
 class HttpConnection(asyncio.Protocol):
     __slots__ = (
+        "_body_deadline",
+        "_body_moved",
         "_drain_waiters",
         "_next_on_drain",
         "_paused_body",
@@ -94,6 +99,8 @@ class HttpConnection(asyncio.Protocol):
         self.response: Response | None = None
         self.pending: deque[object] = deque()
         self.deadline = 0.0
+        self._body_deadline = 0.0  # while a body is awaited (the sweep checks it)
+        self._body_moved = False  # body bytes came since the sweep last looked
         self.idle = False
         self.closed = False
         self.client: tuple[str, int] | None = None
@@ -205,6 +212,7 @@ class HttpConnection(asyncio.Protocol):
             self.pending.append(event)
             self._set_paused(pipeline=True)
         elif cls is bytes:
+            self._body_moved = True
             self.cycle.feed_body(event)  # type: ignore[union-attr, arg-type]
         elif event is END:
             if not self.body_done:  # a request without a body (or one already answered) needs no word
@@ -250,6 +258,8 @@ class HttpConnection(asyncio.Protocol):
         if server.shutting_down:
             self.response.keep_alive = False
         self.body_done = not request.has_body
+        if request.has_body and server.timeout_body:
+            self._body_deadline = self.loop.time() + server.timeout_body
         self.continue_sent = False
         if server.access_log is not None:
             self.started_at = self.loop.time()
@@ -404,6 +414,37 @@ class HttpConnection(asyncio.Protocol):
     def check_deadline(self, now: float) -> None:
         if self.deadline and now >= self.deadline and (self.cycle is None or self.closed):
             self.transport.close()
+        elif self._body_deadline:
+            self._check_body(now)
+
+    def _check_body(self, now: float) -> None:
+        request = self.request
+        if self.body_done or self.cycle is None or self.closed:
+            self._body_deadline = 0.0
+        elif self._body_moved or self._reading_paused or (
+                request is not None and request.expect_continue and not self.continue_sent):
+            self._body_moved = False
+            self._body_deadline = now + self.server.timeout_body
+        elif now >= self._body_deadline:
+            self._body_deadline = 0.0
+            self._body_timed_out(now)
+
+    def _body_timed_out(self, now: float) -> None:
+        """The client stopped sending the body it announced: 408 unless the response has begun
+        (then only closing is left). The access log line is written now, with the 408."""
+        request, response = self.request, self.response
+        logger.info("Request body from %s stalled for %gs (--timeout-body): answered 408 and closed",
+                    self.client, self.server.timeout_body)
+        if request is None or response is None or response.status:
+            self.transport.close()
+            return
+        server = self.server
+        if server.access_log is not None:
+            timed_out = Response(request, server.server_header, server.date_header)
+            timed_out.status = 408
+            server.access_log.log(self, request, timed_out, now - self.started_at)
+        self.request = None  # logged: the app's own ending adds no second line
+        self._refuse(ProtocolError(408, "Request timeout: the request body stopped arriving (--timeout-body)"))
 
     def shutdown(self) -> None:
         """Stop keeping this connection alive: a busy one closes after its response; an idle one

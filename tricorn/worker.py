@@ -58,6 +58,7 @@ class ServerState:
         self.shutting_down = False
         # Read on every request: kept here rather than behind config.
         self.timeout_header = config.timeout_header
+        self.timeout_body = config.timeout_body
         self.keep_alive = config.keep_alive
         self.limit_concurrency = config.limit_concurrency
         self.server_header = config.server_header
@@ -252,7 +253,8 @@ class Worker:
     def _start_sweep(self, state: ServerState) -> None:
         """Close connections past their deadline (connection.py explains the deadlines)."""
         config = self.config
-        tick = max(0.05, min(0.5, config.timeout_header / 4, config.keep_alive / 4))
+        timeouts = [t for t in (config.timeout_header, config.keep_alive, config.timeout_body) if t > 0]
+        tick = max(0.05, min(0.5, *(t / 4 for t in timeouts)))
         loop = state.loop
         due = loop.time() + tick
         lag = 0.0  # the most this timer fired late since the last beat: how long callbacks held the loop

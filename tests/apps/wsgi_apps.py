@@ -109,6 +109,14 @@ def _app(environ, start_response):
             total += len(chunk)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(total).encode()]
+    if path == "/upload-record":
+        try:
+            _read_all(environ["wsgi.input"])
+        except OSError as exc:
+            _record(f"input-raised-{type(exc).__name__}")
+            raise
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"read"]
     if path == "/download":
         size = int(environ["QUERY_STRING"])
         start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
