@@ -89,6 +89,47 @@ def test_max_size(serve, size: int, closed_with: int | None) -> None:  # type: i
     assert run(talk()) == closed_with
 
 
+def test_a_message_over_the_limit_closes_1009_without_a_reset(serve) -> None:  # type: ignore[no-untyped-def]
+    """The server answers 1009 as the frame's head arrives, reads the rest of the frame and the
+    client's close frame, and only then ends the TCP connection: the client's own close() works
+    (it crashed in websockets 17.4 when the server half-closed while the client was still sending)."""
+    server = serve("ws_apps:echo")  # --ws-max-size 16 MiB
+
+    async def talk() -> tuple[int | None, int | None]:
+        ws = await connect(ws_url(server), max_size=None, compression=None)
+        with pytest.raises(websockets.ConnectionClosedError):
+            await ws.send(os.urandom(17 * 2**20))
+            await ws.recv()
+        await ws.close()  # raised AttributeError from the transport before
+        return ws.close_code, ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else None
+
+    assert run(talk()) == (1009, 1009)
+    server.wait_for(lambda: "disconnect-1009" in server.records(), what="the app told of the 1009")
+
+
+def test_after_a_1009_the_rest_of_the_frame_is_read_and_the_closing_handshake_kept(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve("ws_apps:echo", "--ws-max-size", "1000")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(HANDSHAKE)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        big = frame(0x2, b"b" * 300_000)
+        for at in range(0, len(big), 7_000):  # the rest of the frame keeps coming after the 1009
+            sock.sendall(big[at:at + 7_000])
+        while b"\x88" not in received.split(b"\r\n\r\n", 1)[1]:
+            received += sock.recv(65536)
+        assert close_code_in(received) == 1009
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # the server waits for our close frame (it sent EOF at once before)
+            received += sock.recv(65536)
+        sock.settimeout(10)
+        sock.sendall(frame(0x8, struct.pack("!H", 1009)))  # the client's answer ends the handshake
+        while chunk := sock.recv(65536):  # then the server closes: EOF, not a reset
+            received += chunk
+    server.wait_for(lambda: "disconnect-1009" in server.records(), what="the app told of the 1009")
+
+
 def test_denial_response_refusal_and_app_errors(serve) -> None:  # type: ignore[no-untyped-def]
     async def status_of(server, path: str = "/ws") -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
         with pytest.raises(websockets.InvalidStatus) as info:

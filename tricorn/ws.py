@@ -100,6 +100,7 @@ class WebSocketSession:
         self.pong_deadline = 0.0
         self.close_handle: asyncio.TimerHandle | None = None
         self.early = b""  # bytes that came before our 101: frames from an impatient client
+        self.skip = 0  # bytes still to come of a frame refused for its size (1009), dropped unread
 
     # the cycle protocol HttpConnection speaks -----------------------------------------------
 
@@ -275,7 +276,13 @@ class WebSocketSession:
             if not self.closed and len(self.early) < (self.adapter.max_size or 1 << 20):
                 self.early += data  # kept for after the handshake (RFC 6455 says to wait for it)
             return
-        if self._direct_in():
+        if self.skip:
+            dropped = min(self.skip, len(data))
+            self.skip -= dropped
+            data = data[dropped:]
+            if not data:
+                return
+        elif self._direct_in():
             data = self._receive_direct(data)
             if not data:
                 return
@@ -295,17 +302,22 @@ class WebSocketSession:
         and --ws-max-size, text that is valid UTF-8. What is left, from the first other frame on
         (a control frame, a fragment, anything the library must check or refuse), goes to it."""
         at, end = 0, len(data)
-        limit = min(FAST_MAX, self.adapter.max_size or FAST_MAX)
+        max_size = self.adapter.max_size
+        limit = min(FAST_MAX, max_size or FAST_MAX)
         while end - at >= 6:
             first, second = data[at], data[at + 1]
             if (first != 0x81 and first != 0x82) or second < 0x80:  # FIN + text/binary; masked
+                if first & 0x0F in (0x1, 0x2) and max_size is not None:
+                    return self._refuse_oversized(data, at, max_size)
                 break
             length, head = second & 0x7F, 6
             if length == 126:
                 length, head = int.from_bytes(data[at + 2:at + 4], "big"), 8
             elif length == 127:
-                break
+                return self._refuse_oversized(data, at, max_size) if max_size is not None else data[at:]
             if length > limit or end - at < head + length:
+                if length > limit and max_size is not None and length > max_size:
+                    return self._refuse_oversized(data, at, max_size)
                 break
             payload = apply_mask(data[at + head:at + head + length], data[at + head - 4:at + head])
             if first == 0x81:
@@ -317,6 +329,28 @@ class WebSocketSession:
                 self._queue({"type": "websocket.receive", "bytes": payload})
             at += head + length
         return data[at:] if at else data
+
+    def _refuse_oversized(self, data: bytes, at: int, max_size: int) -> bytes:
+        """A text or binary frame whose head declares more than --ws-max-size: close with 1009 at
+        once, and drop the frame's payload here as it arrives instead of letting the protocol
+        library fail the connection (which ends TCP while the client may still be sending the
+        frame). What follows the frame goes to the library, which is then in its closing
+        handshake: the client's close frame completes it, and the connection ends cleanly.
+        Returns the bytes to give the library now (b"" while the head is incomplete)."""
+        second = data[at + 1]
+        length, head = second & 0x7F, 6
+        if length == 126:
+            length, head = int.from_bytes(data[at + 2:at + 4], "big"), 8
+        elif length == 127:
+            length, head = int.from_bytes(data[at + 2:at + 10], "big"), 14
+        if not second & 0x80 or len(data) - at < head or length <= max_size:
+            return data[at:]  # unmasked (the library's 1002), a head not whole yet, or within the limit
+        self.protocol.send_close(1009, f"frame with {length} bytes exceeds limit of {max_size} bytes")
+        self._flush()
+        self._disconnected(1009)
+        frame_end = at + head + length
+        self.skip = max(0, frame_end - len(data))
+        return data[frame_end:]
 
     def eof_received(self) -> None:
         self.protocol.receive_eof()
