@@ -60,7 +60,6 @@ class HttpConnection(asyncio.Protocol):
         "_next_on_drain",
         "_paused_body",
         "_paused_pipeline",
-        "_paused_write",
         "_reading_paused",
         "body_done",
         "client",
@@ -113,7 +112,6 @@ class HttpConnection(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._paused_body = False
         self._paused_pipeline = False
-        self._paused_write = False
         self._reading_paused = False
         self._next_on_drain = False  # a finished response waits for the client to read it
         self.eof = False
@@ -186,8 +184,7 @@ class HttpConnection(asyncio.Protocol):
         # The client is not reading what we send: read nothing more from it either (no pipelined
         # request starts, no WebSocket ping is answered into memory) until it catches up.
         self.write_paused = True
-        if not self.closed:
-            self._set_paused(write=True)
+        self._set_paused()
         if self.cycle is not None:
             self.cycle.writable_changed()
 
@@ -197,7 +194,7 @@ class HttpConnection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
         self._drain_waiters.clear()
-        self._set_paused(write=False)
+        self._set_paused()
         if self.cycle is not None:
             self.cycle.writable_changed()
         elif self._next_on_drain:
@@ -285,7 +282,7 @@ class HttpConnection(asyncio.Protocol):
         # Lingering close: closing with unread bytes in the kernel would send RST, which can
         # destroy the error response before the client reads it. Half-close, drop what still
         # arrives, and close on EOF or at the deadline.
-        self._set_paused(body=False, pipeline=False, write=False)
+        self._set_paused(body=False, pipeline=False)
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.deadline = self.loop.time() + LINGER
@@ -394,14 +391,14 @@ class HttpConnection(asyncio.Protocol):
             self.idle = True
             self.deadline = self.loop.time() + self.server.keep_alive
 
-    def _set_paused(self, body: bool | None = None, pipeline: bool | None = None, write: bool | None = None) -> None:
+    def _set_paused(self, body: bool | None = None, pipeline: bool | None = None) -> None:
+        """Reading pauses for a body the app has not taken, a pipelined request waiting, or a
+        client that does not read our writes (unless the connection is only lingering now)."""
         if body is not None:
             self._paused_body = body
         if pipeline is not None:
             self._paused_pipeline = pipeline
-        if write is not None:
-            self._paused_write = write
-        paused = self._paused_body or self._paused_pipeline or self._paused_write
+        paused = self._paused_body or self._paused_pipeline or (self.write_paused and not self.closed)
         if paused != self._reading_paused and not self.transport.is_closing():
             self._reading_paused = paused
             if paused:
