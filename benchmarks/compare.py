@@ -6,6 +6,10 @@ Run by hand (never in CI):
 
     python benchmarks/compare.py                 # every case, 3 rounds of 10 s
     python benchmarks/compare.py asgi-hello --rounds 1 --duration 3
+    python benchmarks/compare.py asgi-hello wsgi-hello --baseline /tmp/before   # tricorn vs tricorn
+
+With --baseline DIR the peer of every case is tricorn itself, run from another checkout (`git
+worktree add /tmp/before HEAD~3`), with the same flags: a change measured against what it changed.
 
 Prints req/s medians, the ratio tricorn/peer, and the RSS of each serving process after one
 request and before the load (idle memory; the hello cases load no framework). The interpreter
@@ -108,9 +112,9 @@ def run_wrk(port: int, connections: int, duration: int) -> float:
 
 
 @contextmanager
-def running(argv: list[str], pass_fds: Sequence[int] = ()) -> Iterator[subprocess.Popen[bytes]]:
+def running(argv: list[str], pass_fds: Sequence[int] = (), cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
     """A server in its own process group, stopped with everything it forked, even on error."""
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, pass_fds=pass_fds)
     try:
         yield proc
@@ -123,10 +127,14 @@ def running(argv: list[str], pass_fds: Sequence[int] = ()) -> Iterator[subproces
             proc.wait()
 
 
-def measure(kind: str, case: str, duration: int) -> tuple[float, int]:
+def measure(kind: str, case: str, duration: int, baseline: Path | None = None) -> tuple[float, int]:
     connections, app, extra, _, peer = CASES[case]
     port = free_port()
-    with running(server_command(kind, app, extra if kind == "tricorn" else peer, port)) as proc:
+    if kind == "peer" and baseline is not None:
+        kind, peer, cwd = "tricorn", extra, baseline
+    else:
+        cwd = ROOT
+    with running(server_command(kind, app, extra if kind == "tricorn" else peer, port), cwd=cwd) as proc:
         wait_ready(port)
         time.sleep(0.3)
         rss = rss_kib(serving_pid(proc.pid))
@@ -138,6 +146,8 @@ def main() -> None:
     parser.add_argument("cases", nargs="*", default=list(CASES), help=", ".join(CASES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="the peer is tricorn from this checkout (python -m tricorn run there)")
     args = parser.parse_args()
     unknown = set(args.cases) - set(CASES)
     if unknown:
@@ -151,7 +161,7 @@ def main() -> None:
         memory: dict[str, list[int]] = {"tricorn": [], "peer": []}
         for _ in range(args.rounds):
             for kind in ("tricorn", "peer"):  # interleaved: A B A B
-                rps, rss = measure(kind, case, args.duration)
+                rps, rss = measure(kind, case, args.duration, args.baseline)
                 results[kind].append(rps)
                 memory[kind].append(rss)
         t, p = statistics.median(results["tricorn"]), statistics.median(results["peer"])
@@ -160,7 +170,8 @@ def main() -> None:
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
         mt, mp = statistics.median(memory["tricorn"]) / 1024, statistics.median(memory["peer"]) / 1024
         print(f"{case:20} {t:14,.0f} {p:12,.0f} {statistics.median(ratios):6.2f} {spread:>10}  "
-              f"{mt:5.1f}/{mp:5.1f}  {CASES[case][3]}", flush=True)
+              f"{mt:5.1f}/{mp:5.1f}  {'tricorn at ' + str(args.baseline) if args.baseline else CASES[case][3]}",
+              flush=True)
 
 
 if __name__ == "__main__":
