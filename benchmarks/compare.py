@@ -51,7 +51,7 @@ CASES = {
     "asgi-sleep-256": (256, "benchmarks.apps:asgi_sleep", ["--no-access-log"],
                        "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
     # 1,500 requests in flight, each waiting 50 ms: what the garbage collector's settings are for
-    # (tricorn/collector.py); the -gc0 case leaves Python's collector as it is.
+    # (tricorn/host/garbage.py); the -gc0 case leaves Python's collector as it is.
     "asgi-sleep-1500": (1500, "examples.tuning:io_asgi", ["--no-access-log"],
                         "uvicorn", ["uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]),
     "asgi-sleep-1500-gc0": (1500, "examples.tuning:io_asgi", ["--no-access-log", "--gc-threshold", "0"],

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tricorn.system import effective_cpus
+from tricorn.host.resources import effective_cpus
 
 from .conftest import APPS, ROOT
 from .test_supervisor import alive, booted

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tricorn.h1 import END, ProtocolError, Request, RequestParser, Response, ResponseError, error_response
+from tricorn.server.h1 import END, ProtocolError, Request, RequestParser, Response, ResponseError, error_response
 
 
 def feed(data: bytes, strategy: str = "whole", **limits: int) -> list[object]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tricorn.proxy import TrustedProxies
+from tricorn.server.proxy import TrustedProxies
 
 FORWARDED = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
 

@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 
-from tricorn.scoreboard import Scoreboard, read_file
+from tricorn.master.scoreboard import Scoreboard, read_file
 
 SECONDS = 2.0
 

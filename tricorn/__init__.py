@@ -10,8 +10,8 @@ __all__ = ["Config", "__version__", "run"]
 
 def run(app: str, **settings: object) -> int:
     """Serve `app` ("module:attr") with settings named as in Config; returns the exit code."""
-    from .cli import serve
     from .config import load
+    from .serve import serve
 
     cli = {key: (value if isinstance(value, (bool, list, tuple)) else str(value)) for key, value in settings.items()}
     config, _ = load({"app": app, **cli})

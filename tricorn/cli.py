@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
-import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import __version__, collector, loader, logs, tls
+from . import __version__, loader
 from .config import SETTINGS, Config, default_text, describe, env_name, load
 from .errors import UserError
-from .process import PidFile, resolve_identity, set_title, switch_to
-from .sockets import open_listeners, parse_bind
+from .host.sockets import parse_bind
+from .serve import serve
 
 COMMANDS = ("serve", "check", "bench", "tune")
 
@@ -99,76 +97,3 @@ def check(config: Config) -> int:
     _, interface = loader.load_configured(config)
     print(f"OK: {config.app} is a {interface} application and the configuration is valid")
     return 0
-
-
-def load_app(config: Config) -> tuple[Callable[..., Any], str]:
-    """The app, for serving: what its import made lives as long as the process (collector.py)."""
-    loaded = loader.load_configured(config)
-    collector.app_loaded(config.gc_threshold)
-    return loaded
-
-
-def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
-    """Serve: in this process with -w 1, else as the master of forked workers (--reload: as the
-    parent of a serving child that is replaced when code changes).
-
-    `reload_config` re-reads the configuration for SIGHUP (the listeners stay as they are)."""
-    assert config.app is not None
-    loader.parse_spec(config.app)  # a malformed APP fails here, not in every worker
-    os.umask(config.umask)
-    access_log = logs.setup(config)
-    from .supervisor import Heartbeat, ServeWorker, Supervisor
-    from .worker import Worker
-
-    identity = resolve_identity(config.user, config.group)
-    ssl_context = tls.context(config)
-    pidfile = PidFile(config.pid) if config.pid else None
-    listeners: list[socket.socket] = []
-    try:
-        listeners.extend(open_listeners(config))
-        if pidfile is not None:
-            pidfile.write()
-        if config.reload:
-            from .reload import Reloader
-
-            return Reloader(config, listeners).run()
-        collector.configure(config.gc_threshold)
-        preloaded = load_app(config) if config.preload else None
-        if config.workers == 1:
-            if identity is not None:
-                switch_to(identity)
-            set_title(f"tricorn: worker [{config.app}]")
-            app, interface = preloaded or load_app(config)
-            return Worker(config, app, interface, listeners, access_log, ssl_context=ssl_context).run()
-
-        def worker_for(config: Config) -> ServeWorker:
-            context = tls.context(config)  # on HUP, a bad new certificate fails here: the old workers stay
-
-            def serve_worker(number: int, master_pid: int, heartbeat: Heartbeat) -> int:
-                assert config.app is not None
-                set_title(f"tricorn: worker {number} [{config.app}]")
-                if identity is not None:
-                    switch_to(identity)
-                try:
-                    app, interface = preloaded or load_app(config)
-                except UserError as exc:
-                    print(f"Error: {exc}", file=sys.stderr)
-                    return exc.exit_code
-                return Worker(config, app, interface, listeners, access_log, master_pid, heartbeat, context).run()
-
-            return serve_worker
-
-        def reload() -> tuple[Config, ServeWorker]:
-            fresh = reload_config() if reload_config is not None else config
-            if preloaded is not None:
-                logs.logger.warning("SIGHUP with --preload: new workers run the app the master loaded at start; "
-                                    "restart the master to load new code")
-            return fresh, worker_for(fresh)
-
-        return Supervisor(config, listeners, worker_for(config), reload, lambda: logs.reopen(access_log)).run()
-    finally:
-        for sock in listeners:
-            sock.close()
-        if pidfile is not None:
-            pidfile.remove()
-

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .system import effective_cpus, memory_limit
+from .host.resources import effective_cpus, memory_limit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -385,7 +385,7 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config
 FILE_KEYS = {name for name in SETTINGS if name not in ("app", "config")}
 
 
-# TRICORN_* variables that are not settings: TRICORN_CGROUP_ROOT (system.py), TRICORN_RELOADER_CHILD.
+# TRICORN_* variables that are not settings: TRICORN_CGROUP_ROOT (host/resources.py), TRICORN_RELOADER_CHILD.
 NOT_SETTINGS = {"cgroup_root", "reloader_child", "scoreboard"}
 
 

@@ -19,7 +19,8 @@ from typing import IO, Any, NoReturn
 from ..arguments import CommandParser, typed
 from ..config import duration
 from ..errors import ConfigError, UserError
-from ..system import raise_open_files_limit
+from ..host.eventloop import new_event_loop
+from ..host.resources import raise_open_files_limit
 from . import scenario as scenarios
 from .engine import LATE_MS, Engine, Load, ResolveError, Watch, Window
 from .histogram import Histogram
@@ -209,8 +210,6 @@ class Collector:
 
 
 def run_engine(plan: Plan, index: int, on_second: Callable[[int, Window, float, float], None]) -> dict[str, Any]:
-    from ..worker import new_event_loop
-
     loop = new_event_loop("auto")
     asyncio.set_event_loop(loop)
     engine = Engine(plan.target, plan.scenario, plan.share(index), on_second, plan.watch if index == 0 else None)

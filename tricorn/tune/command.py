@@ -17,7 +17,7 @@ from ..arguments import CommandParser, typed
 from ..bench import scenario as scenarios
 from ..config import duration, size
 from ..errors import ConfigError, UserError
-from ..system import raise_open_files_limit
+from ..host.resources import raise_open_files_limit
 from . import report
 from .locust import LocustEngine, locustfile
 from .search import HEADROOM, Machine, Search, describe, plan_machine, reason

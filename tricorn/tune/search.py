@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import system
+from ..host import resources
 from .trial import MIB, SATURATED, Trial, TrialRunner
 
 HEADROOM = 0.8  # the share of the memory limit a configuration may use
@@ -69,7 +69,7 @@ def plan_machine(cpus: int | None = None, memory: int | None = None, generator: 
     """Split this machine's cores between the server (tuned for `cpus`) and the load generator
     (none when the load comes from elsewhere)."""
     available = sorted(os.sched_getaffinity(0))
-    effective, why = system.effective_cpus()
+    effective, why = resources.effective_cpus()
     if cpus is None:
         share = max(1, effective // 4) if effective >= 2 and generator else 0
         cpus = effective - share
@@ -86,7 +86,7 @@ def plan_machine(cpus: int | None = None, memory: int | None = None, generator: 
         note = (f"the server and the load generator share all {len(available)} CPUs: "
                 "the generator's work lowers the numbers (plan for fewer --cpus to keep them apart)")
     if memory is None:
-        memory, memory_why = system.memory_limit()
+        memory, memory_why = resources.memory_limit()
     else:
         memory_why = "--memory"
     return Machine(max(1, cpus), why, memory, memory_why, server_cores, generator_cores, note)

@@ -31,12 +31,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import scoreboard
 from ..bench.command import Collector, Plan, fell_behind, run_processes, summarize
 from ..bench.engine import Load, Watch
 from ..bench.scenario import Scenario, Target
 from ..errors import UserError
-from ..system import rss_bytes
+from ..host.resources import rss_bytes
+from ..master import scoreboard
 
 FULL_RAMP = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # × the probe's throughput
 QUICK_RAMP = (0.7, 0.9, 1.05, 1.25, 1.5, 2.0, 3.0)

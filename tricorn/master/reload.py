@@ -23,8 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULTS, Config
-from .errors import ConfigError, UserError
+from ..config import DEFAULTS, Config
+from ..errors import ConfigError
 
 logger = logging.getLogger("tricorn.error")
 PR_SET_PDEATHSIG = 1
@@ -97,7 +97,7 @@ class Reloader:
         config = dataclasses.replace(self.config, reload=False, pid=None, bind=tuple(f"fd://{fd}" for fd in fds))
         payload = {"config": dataclasses.asdict(config), "parent": os.getpid()}
         env = {**os.environ, CHILD_ENV: json.dumps(payload)}
-        self.child = subprocess.Popen([sys.executable, "-m", "tricorn.reload"], env=env, pass_fds=fds)
+        self.child = subprocess.Popen([sys.executable, "-m", "tricorn.serve"], env=env, pass_fds=fds)
         self.reported = False
 
     def _watch_child(self) -> None:
@@ -117,9 +117,11 @@ class Reloader:
             self.child.wait()
 
 
-def child_main() -> int:
-    from .cli import serve
-
+def child_config() -> Config | None:
+    """In a serving child (serve.py): the configuration its reloader handed over, or None when this
+    process is no reloader's child. A child dies with its reloader."""
+    if CHILD_ENV not in os.environ:
+        return None
     payload = json.loads(os.environ.pop(CHILD_ENV))
     _die_with_parent(payload["parent"])
     fields = payload["config"]
@@ -129,11 +131,7 @@ def child_main() -> int:
     config = Config(**values)
     if config.workers is None:
         config = dataclasses.replace(config, workers=1)
-    try:
-        return serve(config)
-    except UserError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return config
 
 
 def _die_with_parent(parent: int) -> None:
@@ -143,7 +141,3 @@ def _die_with_parent(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         sys.exit(0)
-
-
-if __name__ == "__main__":
-    sys.exit(child_main())

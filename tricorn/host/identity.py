@@ -7,7 +7,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from .errors import ConfigError, UserError
+from ..errors import ConfigError, UserError
 
 
 class PidFile:

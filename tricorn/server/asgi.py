@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-from .connection import HIGH_WATER
 from .h1 import Request, ResponseError
+from .state import HIGH_WATER, ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
     from .connection import HttpConnection
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("tricorn.error")
 

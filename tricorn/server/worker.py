@@ -19,80 +19,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import logs, systemd
-from . import sockets as sockets_module
+from .. import logs
+from ..config import Config
+from ..errors import EXIT_BOOT_FAILURE
+from ..host import sockets as sockets_module
+from ..host import systemd
+from ..host.eventloop import new_event_loop
+from ..host.resources import rss_bytes
 from .accept import Acceptor
+from .access_log import AccessLog
 from .asgi import ASGI2App, ASGIAdapter, Lifespan, LifespanFailure
-from .config import Config
 from .connection import HttpConnection
-from .h1 import RequestParser
-from .logs import AccessLog
-from .proxy import TrustedProxies
-from .system import rss_bytes
+from .state import ServerState
 from .ws import WebSocketAdapter
 from .wsgi import WSGIAdapter
 
 logger = logging.getLogger("tricorn.error")
-
-EXIT_BOOT_FAILURE = 3  # gunicorn's WORKER_BOOT_ERROR
-
-
-class ServerState:
-    """What every connection of this process shares."""
-
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, access_log: AccessLog | None) -> None:
-        self.config = config
-        self.loop = loop
-        self.access_log = access_log
-        self.adapter: Any = None
-        self.websockets: WebSocketAdapter | None = None  # ASGI apps, unless --ws none
-        self.connections: set[HttpConnection] = set()
-        self.in_flight = 0
-        self.requests = 0
-        self.threads = 0  # a WSGI worker's
-        # A WSGI worker's, when it shares its listeners (accept.py); and the connections they took
-        # whose first request has not begun.
-        self.acceptors: list[Acceptor] = []
-        self.accept_paused = False
-        self.starting = 0
-        self.shutting_down = False
-        # Read on every request: kept here rather than behind config.
-        self.timeout_header = config.timeout_header
-        self.timeout_body = config.timeout_body
-        self.keep_alive = config.keep_alive
-        self.limit_concurrency = config.limit_concurrency
-        self.server_header = config.server_header
-        self.date_header = config.date_header
-        self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
-
-    def threads_busy(self) -> bool:
-        """Whether every thread has a request, or one on its way (accept.py)."""
-        return self.in_flight + self.starting >= self.threads
-
-    def thread_freed(self) -> None:
-        if not self.threads_busy():
-            self.accept_paused = False
-            for acceptor in self.acceptors:
-                acceptor.start()
-
-    def new_parser(self) -> RequestParser:
-        c = self.config
-        return RequestParser(
-            c.limit_request_line, c.limit_request_fields, c.limit_request_field_size,
-            c.limit_request_head, c.limit_request_body,
-        )
-
-
-def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
-    if choice in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                raise
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 class Worker:
@@ -202,8 +144,8 @@ class Worker:
         backlog = [sock.dup() for sock in self.listeners]
         for server in servers:
             server.close()
-        for acceptor in state.acceptors:
-            acceptor.close()
+        for accepting in state.acceptors:
+            accepting.close()
         state.shutting_down = True
         for conn in list(state.connections):
             conn.shutdown()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from .connection import HttpConnection
 
 if TYPE_CHECKING:
-    from .worker import ServerState
+    from .state import ServerState
 
 logger = logging.getLogger("tricorn.error")
 

@@ -1,4 +1,4 @@
-"""The garbage collector's settings in real serving processes (tricorn/collector.py)."""
+"""The garbage collector's settings in real serving processes (tricorn/host/garbage.py)."""
 
 from __future__ import annotations
 

@@ -9,11 +9,11 @@ import socket
 import stat
 from typing import TYPE_CHECKING
 
+from ..errors import BindError
 from . import systemd
-from .errors import BindError
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 logger = logging.getLogger("tricorn.error")
 

@@ -24,32 +24,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from . import tls
 from .h1 import END, ProtocolError, Request, Response, error_response
-
-if TYPE_CHECKING:
-    from .worker import ServerState
-    from .ws import WebSocketSession
+from .state import Cycle, ServerState, Upgraded, UpgradedCycle
 
 logger = logging.getLogger("tricorn.error")
 
-HIGH_WATER = 64 * 1024  # unread request body that pauses reading (uvicorn and h11 use 64 KiB too)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER = 2.0  # seconds a refused connection keeps draining input before it is closed
 DRAIN_IDLE = 0.25  # seconds an idle connection may still bring a request once draining starts
 DISCARD_LIMIT = 1024 * 1024  # unread request body dropped to keep a connection, beyond it we close
-
-
-class Cycle(Protocol):
-    """What the connection needs from an adapter's request/response cycle."""
-
-    def feed_body(self, data: bytes) -> None: ...
-    def end_body(self) -> None: ...
-    def disconnect(self) -> None: ...
-    def client_eof(self) -> None: ...
-    def writable_changed(self) -> None: ...
 
 
 class HttpConnection(asyncio.Protocol):
@@ -118,7 +104,7 @@ class HttpConnection(asyncio.Protocol):
         self.trusted_proxy = False
         self.tls: dict[str, Any] | None = None  # HTTPS: ASGI's tls extension, read once per connection
         self.tls_environ: dict[str, str] = {}  # and its WSGI environ variables
-        self.websocket: WebSocketSession | None = None  # after an accepted WebSocket upgrade
+        self.websocket: Upgraded | None = None  # after an accepted WebSocket upgrade
 
     # transport events ----------------------------------------------------------------------
 
@@ -297,14 +283,14 @@ class HttpConnection(asyncio.Protocol):
         if not self.closed:
             self.transport.write(data)
         if not more_body:
-            self._finish_cycle()
+            self.end_cycle()
 
     def send_body(self, body: bytes, more_body: bool) -> None:
         data = self.response.data(body, more_body)  # type: ignore[union-attr]
         if data and not self.closed:
             self.transport.write(data)
         if not more_body:
-            self._finish_cycle()
+            self.end_cycle()
 
     def send_continue(self) -> None:
         """Answer `Expect: 100-continue` once the app first asks for the body (RFC 9110 10.1.1)."""
@@ -321,7 +307,7 @@ class HttpConnection(asyncio.Protocol):
         if not self.closed:
             self.transport.close()
         if self.cycle is not None:
-            self._finish_cycle()
+            self.end_cycle()
 
     async def drain(self) -> None:
         if self.write_paused and not self.closed:
@@ -332,7 +318,18 @@ class HttpConnection(asyncio.Protocol):
     def body_paused(self, paused: bool) -> None:
         self._set_paused(body=paused)
 
-    def _finish_cycle(self, linger: bool = False) -> None:
+    def upgrade(self, session: UpgradedCycle) -> None:
+        """From now on this connection's bytes go to `session` (a WebSocket), not to HTTP."""
+        self.cycle = self.websocket = session
+
+    def refuse_upgrade(self) -> None:
+        """The upgrade request is answered with plain HTTP after all, and the connection closes
+        after that response (it says `connection: close`)."""
+        if self.response is not None:
+            self.response.keep_alive = False
+        self.websocket = None
+
+    def end_cycle(self, linger: bool = False) -> None:
         """The cycle is over. `linger`: an ended WebSocket, whose peer closes the connection."""
         server = self.server
         response = self.response
@@ -341,7 +338,7 @@ class HttpConnection(asyncio.Protocol):
         if server.accept_paused:
             server.thread_freed()
         if server.access_log is not None and request is not None and response is not None:
-            server.access_log.log(self, request, response, self.loop.time() - self.started_at)
+            server.access_log.log(request, response, self.loop.time() - self.started_at)
         self.cycle = None
         self.request = None
         self.response = None
@@ -439,7 +436,7 @@ class HttpConnection(asyncio.Protocol):
         if server.access_log is not None:
             timed_out = Response(request, server.server_header, server.date_header)
             timed_out.status = 408
-            server.access_log.log(self, request, timed_out, now - self.started_at)
+            server.access_log.log(request, timed_out, now - self.started_at)
         self.request = None  # logged: the app's own ending adds no second line
         self._refuse(ProtocolError(408, "Request timeout: the request body stopped arriving (--timeout-body)"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tricorn.system import cgroup_cpu_quota, effective_cpus, memory_limit
+from tricorn.host.resources import cgroup_cpu_quota, effective_cpus, memory_limit
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:

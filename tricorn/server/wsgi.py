@@ -19,18 +19,18 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-from .connection import HIGH_WATER
+from ..errors import ClientDisconnected
 from .h1 import Request, ResponseError, check_header
+from .state import HIGH_WATER, WSGIApp
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
     from .connection import HttpConnection
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 logger = logging.getLogger("tricorn.error")
 
 ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
@@ -39,10 +39,6 @@ ERROR_BODY = b"Internal Server Error\n"
 
 class WSGIProtocolError(Exception):
     """The app broke the WSGI contract; the message says how."""
-
-
-class ClientDisconnected(OSError):
-    """The client went away while the app was reading the body or writing the response."""
 
 
 class ThreadPool:

@@ -43,16 +43,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import systemd
-from .config import Config
-from .process import set_title
+from ..config import Config
+from ..errors import EXIT_APP_LOAD_FAILURE, EXIT_BOOT_FAILURE
+from ..host import systemd
+from ..host.identity import set_title
+from ..host.resources import memory_limit, rss_bytes
 from .scoreboard import Scoreboard
-from .system import memory_limit, rss_bytes
-from .worker import EXIT_BOOT_FAILURE
 
 logger = logging.getLogger("tricorn.error")
 
-EXIT_APP_LOAD_FAILURE = 4
 HALTING_EXITS = (EXIT_BOOT_FAILURE, EXIT_APP_LOAD_FAILURE)
 ABORT_GRACE = 1.0  # seconds between SIGABRT (stacks to the log) and SIGKILL for a hung worker
 # Crash-loop guard: a worker dying within CRASH_WINDOW of its start is an early death; each one in a

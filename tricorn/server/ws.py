@@ -33,11 +33,11 @@ try:
 except ImportError:  # a build without the C extension
     from websockets.utils import apply_mask
 
+from ..errors import ClientDisconnected
 from .asgi import ASGI_VERSION, decode_path
-from .wsgi import ClientDisconnected
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
     from .connection import HttpConnection
     from .h1 import Request
 
@@ -62,7 +62,7 @@ class WebSocketAdapter:
 
     def start(self, conn: HttpConnection, request: Request) -> WebSocketSession:
         session = WebSocketSession(self, conn, request)
-        conn.cycle = conn.websocket = session
+        conn.upgrade(session)
         session.begin()
         return session
 
@@ -245,7 +245,7 @@ class WebSocketSession:
         self._flush()
         if not self.accepted:  # e.g. a subprotocol the client did not offer: the library answered
             self._end_http()
-            self.conn._finish_cycle()
+            self.conn.end_cycle()
             return
         if self.conn.response is not None:
             self.conn.response.status = 101  # for the access log
@@ -265,9 +265,7 @@ class WebSocketSession:
         """A handshake answered with plain HTTP ends the connection: before the last piece of that
         response goes out (which ends the cycle), so that it says `connection: close`."""
         self.closed = True
-        if self.conn.response is not None:
-            self.conn.response.keep_alive = False
-        self.conn.websocket = None
+        self.conn.refuse_upgrade()
 
     # frames from the peer ---------------------------------------------------------------------
 
@@ -467,7 +465,7 @@ class WebSocketSession:
         if self.close_handle is None and not conn.transport.is_closing():
             self.close_handle = conn.loop.call_later(CLOSE_TIMEOUT, conn.transport.close)
         if conn.cycle is self:
-            conn._finish_cycle(linger=True)
+            conn.end_cycle(linger=True)
 
     def shutdown(self) -> None:
         """The server is stopping: close with 1001 (going away); the peer answers with its close."""

@@ -25,7 +25,7 @@ from email.utils import formatdate
 
 import httptools
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 __all__ = [
     "END", "ProtocolError", "Request", "RequestParser", "Response", "ResponseError", "check_header", "error_response",
