@@ -145,13 +145,19 @@ class HttpConnection(asyncio.Protocol):
         for event in self.parser.receive_data(data):
             self._dispatch(event)
         if self.parser.held is not None and not self.closed:
-            if self.websocket is not None:
-                rest = self.parser.take_upgraded()
-                if rest:
-                    self.websocket.data_received(rest)
-            else:  # an Upgrade served as plain HTTP: what followed it is the next request
-                for event in self.parser.resume():
-                    self._dispatch(event)
+            self._after_upgrade_request()
+
+    def _after_upgrade_request(self) -> None:
+        """The parser holds what followed an Upgrade request. Dispatching that request may have
+        upgraded this connection (so self.websocket is read afresh here): then those bytes are the
+        new protocol's; else the upgrade was served as plain HTTP and they are the next request."""
+        if self.websocket is not None:
+            rest = self.parser.take_upgraded()
+            if rest:
+                self.websocket.data_received(rest)
+        else:
+            for event in self.parser.resume():
+                self._dispatch(event)
 
     def eof_received(self) -> bool | None:
         if self.websocket is not None:
