@@ -97,7 +97,7 @@ class Server:
     def records(self) -> list[str]:
         return self.record.read_text().split() if self.record.exists() else []
 
-    def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):
         """Poll `predicate` (bounded in time): for effects only visible in logs or files."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -122,7 +122,7 @@ class Server:
 def serve() -> Iterator:
     servers: list[Server] = []
 
-    def start(app: str, *args: str, **kwargs) -> Server:  # type: ignore[no-untyped-def]
+    def start(app: str, *args: str, **kwargs) -> Server:
         server = Server(app, *args, **kwargs)
         servers.append(server)
         return server

@@ -10,7 +10,7 @@ import pytest
 from .conftest import exchange
 
 
-def test_http_scope_is_complete(serve) -> None:  # type: ignore[no-untyped-def]
+def test_http_scope_is_complete(serve) -> None:
     server = serve("asgi_apps:app", "--root-path", "/mount")
     r = httpx.get(server.url + "/caf%C3%A9/a%2Fb?x=1&y=%20", headers={"X-Custom": "Value"})
     scope = r.json()
@@ -30,7 +30,7 @@ def test_http_scope_is_complete(serve) -> None:  # type: ignore[no-untyped-def]
     assert scope["state"] == ["started"]  # lifespan state is copied into every request
 
 
-def test_lifespan_startup_and_shutdown_run(serve) -> None:  # type: ignore[no-untyped-def]
+def test_lifespan_startup_and_shutdown_run(serve) -> None:
     server = serve("asgi_apps:app")
     assert httpx.get(server.url + "/").status_code == 200
     assert server.records() == ["startup"]
@@ -38,13 +38,13 @@ def test_lifespan_startup_and_shutdown_run(serve) -> None:  # type: ignore[no-un
     assert server.records() == ["startup", "shutdown"]
 
 
-def test_lifespan_startup_failure_stops_the_server(serve) -> None:  # type: ignore[no-untyped-def]
+def test_lifespan_startup_failure_stops_the_server(serve) -> None:
     server = serve("asgi_apps:failing_startup")
     assert server.wait() == 3
     assert "Application startup failed: database unreachable" in server.stderr
 
 
-def test_lifespan_auto_tolerates_apps_without_it_and_on_does_not(serve) -> None:  # type: ignore[no-untyped-def]
+def test_lifespan_auto_tolerates_apps_without_it_and_on_does_not(serve) -> None:
     server = serve("asgi_apps:raising_lifespan", "--lifespan", "auto")
     assert httpx.get(server.url + "/").status_code == 200
     assert "lifespan' protocol appears unsupported" in server.stderr
@@ -53,25 +53,25 @@ def test_lifespan_auto_tolerates_apps_without_it_and_on_does_not(serve) -> None:
     assert "no lifespan here" in strict.stderr
 
 
-def test_lifespan_off_never_calls_it(serve) -> None:  # type: ignore[no-untyped-def]
+def test_lifespan_off_never_calls_it(serve) -> None:
     server = serve("asgi_apps:app", "--lifespan", "off")
     assert httpx.get(server.url + "/").status_code == 200
     assert server.records() == []
 
 
-def test_asgi2_app_is_detected_and_served(serve) -> None:  # type: ignore[no-untyped-def]
+def test_asgi2_app_is_detected_and_served(serve) -> None:
     server = serve("asgi_apps:ASGI2")
     assert httpx.get(server.url + "/").text == "asgi2"
     assert "(asgi2)" in server.stderr
 
 
 @pytest.mark.parametrize("args", [("asgi_apps:factory()",), ("asgi_apps:factory", "--factory")])
-def test_factories(serve, args) -> None:  # type: ignore[no-untyped-def]
+def test_factories(serve, args) -> None:
     server = serve(*args)
     assert httpx.get(server.url + "/x").json()["path"] == "/x"
 
 
-def test_exception_before_the_response_is_a_500_with_a_traceback(serve) -> None:  # type: ignore[no-untyped-def]
+def test_exception_before_the_response_is_a_500_with_a_traceback(serve) -> None:
     server = serve("asgi_apps:app")
     r = httpx.get(server.url + "/raise-before")
     assert r.status_code == 500 and r.text == "Internal Server Error\n"
@@ -81,7 +81,7 @@ def test_exception_before_the_response_is_a_500_with_a_traceback(serve) -> None:
     assert "RuntimeError: boom before the response" in server.stderr
 
 
-def test_exception_after_the_response_started_closes_the_connection(serve) -> None:  # type: ignore[no-untyped-def]
+def test_exception_after_the_response_started_closes_the_connection(serve) -> None:
     server = serve("asgi_apps:app")
     responses, closed = exchange(server.port, b"GET /raise-after HTTP/1.1\r\nHost: t\r\n\r\n", half_close=False)
     assert closed
@@ -99,7 +99,7 @@ def test_exception_after_the_response_started_closes_the_connection(serve) -> No
         ("/too-long", "more body than its content-length"),  # found before the head was written
     ],
 )
-def test_contract_breaches_are_a_500_and_say_what_went_wrong(serve, path: str, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_contract_breaches_are_a_500_and_say_what_went_wrong(serve, path: str, message: str) -> None:
     server = serve("asgi_apps:app")
     r = httpx.get(server.url + path)
     assert r.status_code == 500
@@ -114,7 +114,7 @@ def test_contract_breaches_are_a_500_and_say_what_went_wrong(serve, path: str, m
         ("/incomplete", "returned without completing the response"),
     ],
 )
-def test_breaches_after_the_head_close_the_connection(serve, path: str, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_breaches_after_the_head_close_the_connection(serve, path: str, message: str) -> None:
     server = serve("asgi_apps:app")
     responses, closed = exchange(server.port, f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode(), half_close=False)
     assert closed and not (responses and responses[0].complete)
@@ -122,20 +122,20 @@ def test_breaches_after_the_head_close_the_connection(serve, path: str, message:
     assert message in server.stderr
 
 
-def test_short_body_closes_the_connection(serve) -> None:  # type: ignore[no-untyped-def]
+def test_short_body_closes_the_connection(serve) -> None:
     server = serve("asgi_apps:app")
     responses, closed = exchange(server.port, b"GET /short HTTP/1.1\r\nHost: t\r\n\r\n", half_close=False)
     assert closed and responses[0].body == b"short" and not responses[0].complete
 
 
-def test_http_disconnect_reaches_the_app(serve) -> None:  # type: ignore[no-untyped-def]
+def test_http_disconnect_reaches_the_app(serve) -> None:
     server = serve("asgi_apps:app")
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"GET /wait-disconnect HTTP/1.1\r\nHost: t\r\n\r\n")
     server.wait_for(lambda: "disconnected" in server.records(), what="http.disconnect")
 
 
-def test_body_ignored_by_the_app_keeps_the_connection_usable(serve) -> None:  # type: ignore[no-untyped-def]
+def test_body_ignored_by_the_app_keeps_the_connection_usable(serve) -> None:
     server = serve("asgi_apps:app")
     raw = (b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
            b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -143,7 +143,7 @@ def test_body_ignored_by_the_app_keeps_the_connection_usable(serve) -> None:  # 
     assert [r.body[:7] for r in responses] == [b"ignored", b'{"metho']
 
 
-def test_large_body_ignored_by_the_app_closes_instead_of_draining_forever(serve) -> None:  # type: ignore[no-untyped-def]
+def test_large_body_ignored_by_the_app_closes_instead_of_draining_forever(serve) -> None:
     server = serve("asgi_apps:app")
     size = 64 * 1024 * 1024
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:

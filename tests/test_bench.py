@@ -22,11 +22,11 @@ def bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, timeout=timeout)
 
 
-def bench_json(tmp_path: Path, *args: str) -> dict:  # type: ignore[type-arg]
+def bench_json(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "result.json"
     result = bench(*args, "--json", str(out), "-q")
     assert result.returncode == 0, result.stderr
-    return json.loads(out.read_text())  # type: ignore[no-any-return]
+    return json.loads(out.read_text())
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_histogram_error_is_bounded() -> None:
     assert merged.counts == histogram.counts and merged.total == histogram.total
 
 
-def test_closed_loop_counts_are_exact_against_tricorn(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_closed_loop_counts_are_exact_against_tricorn(serve, tmp_path) -> None:
     server = serve("asgi_apps:app", "--no-access-log")
     result = bench_json(tmp_path, server.url + "/", "-c", "8", "-n", "3000")
     assert result["requests"] == result["answered"] == 3000
@@ -84,7 +84,7 @@ def test_closed_loop_counts_are_exact_against_tricorn(serve, tmp_path) -> None: 
     assert sum(second["answered"] for second in result["series"]) == 3000
 
 
-def test_percentiles_match_an_injected_delay(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_percentiles_match_an_injected_delay(target, tmp_path) -> None:
     url = target("delay:20")
     result = bench_json(tmp_path, url, "-c", "4", "-d", "2s")
     latency = result["latency_ms"]
@@ -97,7 +97,7 @@ def test_percentiles_match_an_injected_delay(target, tmp_path) -> None:  # type:
     assert 4 * 2 / 0.020 * 0.5 <= result["answered"] <= 4 * 2 / 0.020 * 1.05
 
 
-def test_open_loop_holds_its_rate(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_open_loop_holds_its_rate(serve, tmp_path) -> None:
     server = serve("asgi_apps:app", "--no-access-log")
     result = bench_json(tmp_path, server.url + "/", "--rate", "500", "-d", "3s")
     assert abs(result["requests"] - 1500) <= 1500 * 0.02, result["requests"]
@@ -105,7 +105,7 @@ def test_open_loop_holds_its_rate(serve, tmp_path) -> None:  # type: ignore[no-u
     assert abs(result["throughput_rps"] - 500) <= 500 * 0.02
 
 
-def test_watch_is_sampled_as_the_measurement_starts_and_ends(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_watch_is_sampled_as_the_measurement_starts_and_ends(target, tmp_path) -> None:
     """tune reads the server's CPU over the measured seconds: not the load processes' start, nor
     the warmup, nor the wait for the last answers."""
     from tricorn.bench.command import Collector, Plan, run_processes
@@ -136,7 +136,7 @@ def test_watch_is_sampled_as_the_measurement_starts_and_ends(target, tmp_path) -
     assert rate == pytest.approx(1.0, abs=0.05) and constant == 0.0
 
 
-def test_open_loop_sees_a_stall_that_a_closed_loop_hides(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_open_loop_sees_a_stall_that_a_closed_loop_hides(target, tmp_path) -> None:
     """Coordinated omission: the server freezes for 200 ms every second."""
     url = target("stall")
     open_loop = bench_json(tmp_path, url, "--rate", "500", "-d", "3s")
@@ -150,7 +150,7 @@ def test_open_loop_sees_a_stall_that_a_closed_loop_hides(target, tmp_path) -> No
 
 
 @pytest.mark.parametrize(("stop_s", "warned"), [(0.3, True), (0.02, False)])
-def test_open_loop_says_when_the_generator_itself_was_late(target, tmp_path, stop_s: float, warned: bool) -> None:  # type: ignore[no-untyped-def]
+def test_open_loop_says_when_the_generator_itself_was_late(target, tmp_path, stop_s: float, warned: bool) -> None:
     """The generator stopped (SIGSTOP) during a 5 s run at 500 req/s: the requests due meanwhile
     leave late. 300 ms (6% of the run) is enough to reach the p99, and the summary says the
     generator delayed them; 20 ms (0.4%) is a hiccup, seen but not worth a warning."""
@@ -180,7 +180,7 @@ def test_open_loop_says_when_the_generator_itself_was_late(target, tmp_path, sto
 @pytest.mark.parametrize(("mode", "kinds"), [
     ("reset", {"reset", "closed"}), ("garbage", {"malformed"}), ("close-mid", {"closed"}),
 ])
-def test_server_faults_are_errors_by_kind(target, tmp_path, mode: str, kinds: set[str]) -> None:  # type: ignore[no-untyped-def]
+def test_server_faults_are_errors_by_kind(target, tmp_path, mode: str, kinds: set[str]) -> None:
     result = bench_json(tmp_path, target(mode), "-c", "4", "-d", "1s")
     assert result["answered"] == 0 and result["error_count"] > 0
     assert set(result["errors"]) <= kinds, result["errors"]
@@ -188,13 +188,13 @@ def test_server_faults_are_errors_by_kind(target, tmp_path, mode: str, kinds: se
 
 
 @pytest.mark.parametrize(("mode", "size"), [("chunked", 11), ("close-delimited", 1000)])
-def test_chunked_and_close_delimited_responses(target, tmp_path, mode: str, size: int) -> None:  # type: ignore[no-untyped-def]
+def test_chunked_and_close_delimited_responses(target, tmp_path, mode: str, size: int) -> None:
     result = bench_json(tmp_path, target(mode), "-c", "2", "-n", "200")
     assert result["answered"] == result["requests"] == 200 and result["error_count"] == 0
     assert result["bytes"] >= 200 * size
 
 
-def test_refused_connections_are_counted_not_fatal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_refused_connections_are_counted_not_fatal(tmp_path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again: nothing listens there
@@ -203,7 +203,7 @@ def test_refused_connections_are_counted_not_fatal(tmp_path) -> None:  # type: i
     assert result["requests"] == result["errors"]["refused"] > 0
 
 
-def test_connections_beyond_the_soft_open_files_limit(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_connections_beyond_the_soft_open_files_limit(target, tmp_path) -> None:
     """300 connections from a process allowed 128 open files: bench lifts its soft limit to the
     hard one (tune too: an open-loop step can hold thousands of connections in flight)."""
     url = target("delay:200")
@@ -221,13 +221,13 @@ def test_connections_beyond_the_soft_open_files_limit(target, tmp_path) -> None:
     assert data["answered"] >= 300  # every connection answered at least once: 1500 in 1 s at best
 
 
-def test_timeouts_are_errors(target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_timeouts_are_errors(target, tmp_path) -> None:
     result = bench_json(tmp_path, target("delay:2000"), "-c", "2", "-d", "1s", "--timeout", "300ms")
     assert result["errors"].get("timeout", 0) >= 2 and result["answered"] == 0
     assert result["requests"] == result["error_count"]
 
 
-def test_scenario_weights_and_sequences(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_scenario_weights_and_sequences(serve, tmp_path) -> None:
     access = tmp_path / "access.log"
     server = serve("asgi_apps:app", "--access-logfile", str(access), "--access-logformat", "%(m)s %(U)s")
     scenario = tmp_path / "shop.toml"
@@ -266,7 +266,7 @@ steps = [
     assert len({line for line in log if line.startswith("GET /items/")}) > 20  # placeholders vary
 
 
-def test_users_with_think_time(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_users_with_think_time(serve, tmp_path) -> None:
     server = serve("asgi_apps:app", "--no-access-log")
     result = bench_json(tmp_path, server.url + "/", "--users", "20", "--spawn-rate", "200",
                         "--think", "100ms-300ms", "-d", "3s")
@@ -275,13 +275,13 @@ def test_users_with_think_time(serve, tmp_path) -> None:  # type: ignore[no-unty
     assert result["requests"] == result["answered"] and result["error_count"] == 0
 
 
-def test_no_keepalive_and_procs(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_no_keepalive_and_procs(serve, tmp_path) -> None:
     server = serve("asgi_apps:app", "--no-access-log")
     result = bench_json(tmp_path, server.url + "/", "-c", "4", "-n", "1000", "--no-keepalive", "--procs", "2")
     assert result["answered"] == result["requests"] == 1000 and result["load"]["procs"] == 2
 
 
-def test_live_line_and_summary(serve) -> None:  # type: ignore[no-untyped-def]
+def test_live_line_and_summary(serve) -> None:
     server = serve("asgi_apps:app", "--no-access-log")
     result = bench(server.url + "/", "-c", "2", "-d", "2s")
     assert result.returncode == 0

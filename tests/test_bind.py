@@ -16,7 +16,7 @@ from .conftest import free_port
 def _connectable(family: int, address: object) -> bool:
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
-            probe.connect(address)  # type: ignore[arg-type]
+            probe.connect(address)
             return True
         except OSError:
             return False
@@ -27,7 +27,7 @@ SERVERS = [("asgi_apps:app", "client", ()), ("wsgi_apps:echo", "remote_addr", ("
 
 
 @pytest.mark.parametrize(("app", "client_key", "args"), SERVERS)
-def test_unix_socket(serve, tmp_path: Path, app: str, client_key: str, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+def test_unix_socket(serve, tmp_path: Path, app: str, client_key: str, args: tuple[str, ...]) -> None:
     path = tmp_path / "tricorn.sock"
     server = serve(app, "--bind", f"unix:{path}", *args, bind=False)
     server.wait_for(lambda: _connectable(socket.AF_UNIX, str(path)), what="the unix socket")
@@ -36,7 +36,7 @@ def test_unix_socket(serve, tmp_path: Path, app: str, client_key: str, args: tup
     assert r.status_code == 200 and r.json()[client_key] in (None, "")
 
 
-def test_host_and_port_shortcuts_and_two_binds(serve) -> None:  # type: ignore[no-untyped-def]
+def test_host_and_port_shortcuts_and_two_binds(serve) -> None:
     first, second = free_port(), free_port()
     server = serve("asgi_apps:app", "--host", "127.0.0.1", "--port", str(first), "--bind", f"127.0.0.1:{second}",
                    bind=False)
@@ -46,7 +46,7 @@ def test_host_and_port_shortcuts_and_two_binds(serve) -> None:  # type: ignore[n
         httpx.get(f"http://127.0.0.1:{first}/", timeout=1)
 
 
-def test_ipv6_loopback(serve) -> None:  # type: ignore[no-untyped-def]
+def test_ipv6_loopback(serve) -> None:
     try:
         port = free_port(socket.AF_INET6, "::1")
     except OSError:
@@ -57,7 +57,7 @@ def test_ipv6_loopback(serve) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(("app", "args"), [(app, args) for app, _, args in SERVERS])
-def test_running_out_of_file_descriptors_does_not_kill_the_server(serve, app: str, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+def test_running_out_of_file_descriptors_does_not_kill_the_server(serve, app: str, args: tuple[str, ...]) -> None:
     limit = 64
 
     def low_limit() -> None:

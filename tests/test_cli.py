@@ -113,7 +113,7 @@ def test_unknown_flag_suggests_the_right_one() -> None:
     assert result.returncode == 2 and "did you mean --keep-alive?" in result.stderr
 
 
-def test_bad_config_file_key_is_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_config_file_key_is_exit_2(tmp_path) -> None:
     (tmp_path / "tricorn.toml").write_text("workerz = 4\n")
     result = tricorn("examples.hello:app", cwd=str(tmp_path))
     assert result.returncode == 2
@@ -128,7 +128,7 @@ def test_check_imports_and_validates_without_serving() -> None:
     assert result.returncode == 2 and "keep_alive" in result.stderr
 
 
-def test_print_config_shows_values_and_origins(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_print_config_shows_values_and_origins(tmp_path) -> None:
     (tmp_path / "tricorn.toml").write_text("threads = 6\n")
     result = subprocess.run(
         [sys.executable, "-m", "tricorn", "examples.hello:app", "--print-config", "--keep-alive", "1m"],
@@ -142,7 +142,7 @@ def test_print_config_shows_values_and_origins(tmp_path) -> None:  # type: ignor
     assert "# derived: threads = 6 (set; WSGI apps only)" in lines
 
 
-def test_print_config_derives_workers_from_the_cgroup(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_print_config_derives_workers_from_the_cgroup(tmp_path) -> None:
     cgroup = tmp_path / "cgroup"
     cgroup.mkdir()
     (cgroup / "cpu.max").write_text("100000 100000\n")
@@ -176,7 +176,7 @@ def test_version() -> None:
     assert tricorn("--version").stdout.startswith("tricorn 0.")
 
 
-def test_pid_file_is_written_and_removed(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_pid_file_is_written_and_removed(serve, tmp_path) -> None:
     import httpx
 
     pidfile = tmp_path / "tricorn.pid"

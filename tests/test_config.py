@@ -61,7 +61,7 @@ def test_unknown_key_names_the_key_and_suggests(tmp_path: Path) -> None:
     ({"file": "threads = 0\n"}, r"invalid value 0 for threads: expected an integer of at least 1"),
     ({"file": 'access-log = "yes please"\n'}, r"invalid value 'yes please' for access_log: expected true or false"),
 ])
-def test_bad_values_are_one_line_naming_key_and_allowed(tmp_path: Path, source: dict, pattern: str) -> None:  # type: ignore[type-arg]
+def test_bad_values_are_one_line_naming_key_and_allowed(tmp_path: Path, source: dict, pattern: str) -> None:
     if "file" in source:
         (tmp_path / "tricorn.toml").write_text(source["file"])
     with pytest.raises(ConfigError, match=pattern) as info:

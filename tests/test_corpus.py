@@ -36,7 +36,7 @@ if not CORPORA.is_dir():
 
 
 def _load(path: str, key: str) -> list[dict[str, Any]]:
-    return json.loads((CORPORA / path).read_text())[key]  # type: ignore[no-any-return]
+    return json.loads((CORPORA / path).read_text())[key]
 
 
 GUNICORN_VALID = _load("gunicorn/valid.json", "entries")

@@ -23,10 +23,10 @@ from .conftest import APPS, ROOT
 from .test_supervisor import alive, booted
 
 
-def facts(server, path: str = "/") -> dict:  # type: ignore[no-untyped-def,type-arg]
+def facts(server, path: str = "/") -> dict:
     response = httpx.get(server.url + path, timeout=10)
     assert response.status_code == 200
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def fake_cgroup(tmp_path: Path, cpu_max: str, memory_max: str = "max") -> dict[str, str]:
@@ -38,7 +38,7 @@ def fake_cgroup(tmp_path: Path, cpu_max: str, memory_max: str = "max") -> dict[s
     return {"TRICORN_CGROUP_ROOT": str(root)}
 
 
-def test_default_worker_count_comes_from_the_cpu_quota(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_default_worker_count_comes_from_the_cpu_quota(serve, tmp_path) -> None:
     server = serve("process_app:app", env=fake_cgroup(tmp_path, "100000 100000"), one_process=False)
     server.wait_for(lambda: "Serving" in server.stderr, what="a worker serving")
     assert "with 1 workers (1 CPU from cgroup cpu.max 100000/100000)" in server.stderr
@@ -50,7 +50,7 @@ def test_default_worker_count_comes_from_the_cpu_quota(serve, tmp_path) -> None:
     assert server.stop() == 0
 
 
-def test_workers_are_lowered_to_fit_the_memory_limit(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_workers_are_lowered_to_fit_the_memory_limit(serve, tmp_path) -> None:
     # 40 MiB: 80% of it holds one worker of this app (some 25-30 MiB of RSS), not two.
     env = fake_cgroup(tmp_path, "max 100000", str(40 * 2**20))
     cpus = effective_cpus()[0]
@@ -76,7 +76,7 @@ def test_workers_are_lowered_to_fit_the_memory_limit(serve, tmp_path) -> None:  
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_usr1_reopens_moved_log_files(serve, tmp_path, workers: str) -> None:  # type: ignore[no-untyped-def]
+def test_usr1_reopens_moved_log_files(serve, tmp_path, workers: str) -> None:
     access, error = tmp_path / "access.log", tmp_path / "error.log"
     server = serve("process_app:app", "-w", workers, "--access-logfile", str(access), "--error-logfile", str(error))
     server.wait_for(lambda: error.exists() and error.read_text().count("Serving") == int(workers),
@@ -97,7 +97,7 @@ def test_usr1_reopens_moved_log_files(serve, tmp_path, workers: str) -> None:  #
     assert server.stderr == ""  # everything went to the file
 
 
-def test_preload_imports_the_app_once_in_the_master(serve) -> None:  # type: ignore[no-untyped-def]
+def test_preload_imports_the_app_once_in_the_master(serve) -> None:
     server = serve("process_app:app", "-w", "2", "--preload")
     server.wait_for(lambda: len(booted(server)) == 2 and server.stderr.count("Serving") == 2, what="two workers")
     assert server.records() == [f"imported-in-{server.proc.pid}"]
@@ -113,7 +113,7 @@ def test_preload_imports_the_app_once_in_the_master(serve) -> None:  # type: ign
     assert sorted(server.records()) == sorted(f"imported-in-{pid}" for pid in booted(server))
 
 
-def test_process_titles_and_umask(serve) -> None:  # type: ignore[no-untyped-def]
+def test_process_titles_and_umask(serve) -> None:
     server = serve("process_app:app", "-w", "2", "--umask", "027")
     server.wait_for(lambda: server.stderr.count("Serving") == 2, what="two workers")
     worker = facts(server)
@@ -124,7 +124,7 @@ def test_process_titles_and_umask(serve) -> None:  # type: ignore[no-untyped-def
     assert server.stop() == 0
 
 
-def test_bad_umask_user_and_group_are_one_line_before_serving(serve) -> None:  # type: ignore[no-untyped-def]
+def test_bad_umask_user_and_group_are_one_line_before_serving(serve) -> None:
     cases = [
         (("--umask", "9"), "invalid value '9' for umask: expected an octal mode such as 022 or 0o027"),
         (("--user", "no-such-user-here"), "unknown user 'no-such-user-here'; check --user"),
@@ -136,7 +136,7 @@ def test_bad_umask_user_and_group_are_one_line_before_serving(serve) -> None:  #
         assert message in server.stderr and server.stderr.count("\n") == 1, server.stderr
 
 
-def test_user_and_group_drop_root_in_the_workers(serve) -> None:  # type: ignore[no-untyped-def]
+def test_user_and_group_drop_root_in_the_workers(serve) -> None:
     nobody = pwd.getpwnam("nobody")
     if os.geteuid() != 0:  # switching needs root: without it, the refusal
         server = serve("process_app:app", "-w", "2", "--user", "nobody")
@@ -154,7 +154,7 @@ def test_user_and_group_drop_root_in_the_workers(serve) -> None:  # type: ignore
     assert server.stop() == 0
 
 
-def test_systemd_socket_activation_and_notify(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_systemd_socket_activation_and_notify(tmp_path) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -191,7 +191,7 @@ def test_systemd_socket_activation_and_notify(tmp_path) -> None:  # type: ignore
     assert b"Using 1 socket(s) from systemd (LISTEN_FDS)" in stderr
 
 
-def test_connections_in_the_listen_backlog_are_served_on_stop(serve) -> None:  # type: ignore[no-untyped-def]
+def test_connections_in_the_listen_backlog_are_served_on_stop(serve) -> None:
     """While the loop is blocked, clients queue in the kernel's backlog; a TERM then must not reset them."""
     server = serve("process_app:app", "--no-access-log")
     facts(server)
@@ -216,7 +216,7 @@ def test_connections_in_the_listen_backlog_are_served_on_stop(serve) -> None:  #
     assert server.wait() == 0
 
 
-def test_reuse_port_lets_two_servers_share_a_port(serve) -> None:  # type: ignore[no-untyped-def]
+def test_reuse_port_lets_two_servers_share_a_port(serve) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -234,7 +234,7 @@ def test_reuse_port_lets_two_servers_share_a_port(serve) -> None:  # type: ignor
 
 
 
-def test_hup_to_a_lone_process_or_to_a_worker_is_harmless(serve) -> None:  # type: ignore[no-untyped-def]
+def test_hup_to_a_lone_process_or_to_a_worker_is_harmless(serve) -> None:
     server = serve("process_app:app")
     before = facts(server)["pid"]
     server.proc.send_signal(signal.SIGHUP)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 
-def test_flask(serve) -> None:  # type: ignore[no-untyped-def]
+def test_flask(serve) -> None:
     server = serve("flask_app:app", "--root-path", "/app")
     assert "(wsgi)" in server.wait_for(lambda: "Serving" in server.stderr and server.stderr, what="startup")
     r = httpx.get(server.url + "/app/?a=1")
@@ -19,7 +19,7 @@ def test_flask(serve) -> None:  # type: ignore[no-untyped-def]
     assert "flask view failed" in server.stderr
 
 
-def test_django_wsgi_and_asgi(serve) -> None:  # type: ignore[no-untyped-def]
+def test_django_wsgi_and_asgi(serve) -> None:
     for app, interface in (("django_app:application", "wsgi"), ("django_app:asgi_application", "asgi3")):
         server = serve(app)
         r = httpx.post(server.url + "/hello/?q=search", content=b"payload")
@@ -30,7 +30,7 @@ def test_django_wsgi_and_asgi(serve) -> None:  # type: ignore[no-untyped-def]
         assert f"({interface})" in server.stderr
 
 
-def test_fastapi(serve) -> None:  # type: ignore[no-untyped-def]
+def test_fastapi(serve) -> None:
     server = serve("fastapi_app:app", "--root-path", "/api")
     with httpx.Client(base_url=server.url) as client:
         assert client.get("/items/42?q=x").json() == {"item_id": 42, "q": "x"}
@@ -41,7 +41,7 @@ def test_fastapi(serve) -> None:  # type: ignore[no-untyped-def]
         assert client.get("/sync").json() == {"sync": True}
 
 
-def test_starlette_streaming_and_upload(serve) -> None:  # type: ignore[no-untyped-def]
+def test_starlette_streaming_and_upload(serve) -> None:
     server = serve("starlette_app:app")
     with httpx.Client(base_url=server.url) as client:
         with client.stream("GET", "/stream") as r:
@@ -51,7 +51,7 @@ def test_starlette_streaming_and_upload(serve) -> None:  # type: ignore[no-untyp
         assert client.get("/").json() == {"path": "/", "root_path": ""}
 
 
-def test_quart(serve) -> None:  # type: ignore[no-untyped-def]
+def test_quart(serve) -> None:
     server = serve("quart_app:app")
     assert httpx.get(server.url + "/?x=y").json() == {"framework": "quart", "args": {"x": "y"}}
     assert httpx.post(server.url + "/echo", content=b"12345").json() == {"size": 5}

@@ -12,29 +12,29 @@ PYTHONS_THRESHOLD = int(subprocess.check_output(
     [sys.executable, "-c", "import gc; print(gc.get_threshold()[0])"], text=True))
 
 
-def gc_state(serve, *args: str, env: dict[str, str] | None = None) -> dict:  # type: ignore[no-untyped-def,type-arg]
+def gc_state(serve, *args: str, env: dict[str, str] | None = None) -> dict:
     server = serve("gc_apps:app", "--no-access-log", *args, env=env)
     response = httpx.get(server.url + "/", timeout=10)
     assert response.status_code == 200, server.stderr
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 @pytest.mark.parametrize("args", [(), ("-w", "2"), ("-w", "2", "--preload")])
-def test_workers_collect_less_often_and_freeze_the_loaded_app(serve, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+def test_workers_collect_less_often_and_freeze_the_loaded_app(serve, args: tuple[str, ...]) -> None:
     state = gc_state(serve, *args)
     assert state["threshold"] == 10_000
     assert state["app_frozen"] and state["frozen"] > 1000, state  # the app and everything imported with it
 
 
-def test_a_threshold_of_zero_leaves_pythons_collector_alone(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_threshold_of_zero_leaves_pythons_collector_alone(serve) -> None:
     state = gc_state(serve, "-w", "2", "--gc-threshold", "0")
     assert state == {**state, "threshold": PYTHONS_THRESHOLD, "frozen": 0, "app_frozen": False}
 
 
-def test_the_threshold_is_configurable(serve) -> None:  # type: ignore[no-untyped-def]
+def test_the_threshold_is_configurable(serve) -> None:
     assert gc_state(serve, env={"TRICORN_GC_THRESHOLD": "50000"})["threshold"] == 50_000
 
 
-def test_an_app_that_sets_its_own_threshold_keeps_it(serve) -> None:  # type: ignore[no-untyped-def]
+def test_an_app_that_sets_its_own_threshold_keeps_it(serve) -> None:
     state = gc_state(serve, "-w", "2", env={"GC_APP_THRESHOLD": "1234"})
     assert state["threshold"] == 1234 and state["app_frozen"]

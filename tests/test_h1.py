@@ -78,7 +78,7 @@ def test_bytes_after_an_upgrade_are_held_until_the_connection_decides() -> None:
     upgrade = b"GET /a HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n"
     parser = RequestParser()
     events = parser.receive_data(upgrade + b"GET /b HTTP/1.1\r\n")
-    assert [e.path for e in events if isinstance(e, Request)] == [b"/a"] and events[0].upgrade == b"foo"  # type: ignore[attr-defined]
+    assert [e.path for e in events if isinstance(e, Request)] == [b"/a"] and events[0].upgrade == b"foo"
     assert parser.receive_data(b"Host: h\r\n\r\n") == []  # held
     # Not taken: what followed is the next request.
     assert [e.path for e in parser.resume() if isinstance(e, Request)] == [b"/b"]
@@ -145,9 +145,9 @@ def test_tls_hello_is_not_answered() -> None:
 
 def test_absolute_form_and_asterisk_targets() -> None:
     (request, _) = feed(b"GET http://example.com/p/q?x=1#f HTTP/1.1\r\nHost: example.com\r\n\r\n")
-    assert (request.path, request.query) == (b"/p/q", b"x=1")  # type: ignore[attr-defined]
+    assert (request.path, request.query) == (b"/p/q", b"x=1")
     (request, _) = feed(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
-    assert request.path == b"*"  # type: ignore[attr-defined]
+    assert request.path == b"*"
     (error,) = feed(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n")
     assert isinstance(error, ProtocolError) and error.status == 400
 
@@ -155,12 +155,12 @@ def test_absolute_form_and_asterisk_targets() -> None:
 def test_an_absolute_form_target_replaces_the_host_header_with_its_authority() -> None:
     """RFC 9112 3.2.2: a server ignores Host when the target is in absolute form."""
     (request, _) = feed(b"GET http://example.com:8080/abs HTTP/1.1\r\nHost: other.example\r\nX: y\r\n\r\n")
-    assert request.headers == [(b"host", b"example.com:8080"), (b"x", b"y")]  # type: ignore[attr-defined]
-    assert request.path == b"/abs"  # type: ignore[attr-defined]
+    assert request.headers == [(b"host", b"example.com:8080"), (b"x", b"y")]
+    assert request.path == b"/abs"
     (request, _) = feed(b"GET https://EXAMPLE.com?q=1 HTTP/1.0\r\n\r\n")  # HTTP/1.0 may leave Host out
-    assert request.headers == [(b"host", b"EXAMPLE.com")] and request.query == b"q=1"  # type: ignore[attr-defined]
+    assert request.headers == [(b"host", b"EXAMPLE.com")] and request.query == b"q=1"
     (request, _) = feed(b"GET http://user:pw@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
-    assert request.headers == [(b"host", b"example.com")]  # type: ignore[attr-defined]
+    assert request.headers == [(b"host", b"example.com")]
     for target in (b"http:///no-host", b"http://user@/", b"http://"):
         (error,) = feed(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % target)
         assert isinstance(error, ProtocolError) and error.status == 400, target

@@ -18,11 +18,11 @@ GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
 @pytest.fixture(params=["asgi_apps:app", "wsgi_apps:app"], ids=["asgi", "wsgi"])
-def server(request, serve):  # type: ignore[no-untyped-def]
+def server(request, serve):
     return serve(request.param, "--no-access-log")
 
 
-def test_hello_over_httpx(server) -> None:  # type: ignore[no-untyped-def]
+def test_hello_over_httpx(server) -> None:
     r = httpx.get(server.url + "/echo?x=1")
     assert r.status_code == 200
     assert r.json()["query_string"] == "x=1"
@@ -30,7 +30,7 @@ def test_hello_over_httpx(server) -> None:  # type: ignore[no-untyped-def]
     assert "date" in r.headers
 
 
-def test_keep_alive_reuses_the_connection(server) -> None:  # type: ignore[no-untyped-def]
+def test_keep_alive_reuses_the_connection(server) -> None:
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         for i in range(3):
             sock.sendall(GET % f"/n{i}".encode())
@@ -41,14 +41,14 @@ def test_keep_alive_reuses_the_connection(server) -> None:  # type: ignore[no-un
             assert b"connection: close" not in data.lower()
 
 
-def test_pipelined_requests_are_answered_in_order(server) -> None:  # type: ignore[no-untyped-def]
+def test_pipelined_requests_are_answered_in_order(server) -> None:
     requests = b"".join(GET % f"/p{i}".encode() for i in range(5))
     responses, closed = exchange(server.port, requests)
     assert [json.loads(r.body)["path"] for r in responses] == [f"/p{i}" for i in range(5)]
     assert closed
 
 
-def test_ten_thousand_pipelined_requests_in_one_write_are_all_answered(server) -> None:  # type: ignore[no-untyped-def]
+def test_ten_thousand_pipelined_requests_in_one_write_are_all_answered(server) -> None:
     """Each head counts only its own bytes against --limit-request-head (it once counted the whole
     read it ended in: request 3,148 got a 431)."""
     requests = b"".join(b"GET /status/200?n=%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % i for i in range(10_000))
@@ -60,7 +60,7 @@ def test_ten_thousand_pipelined_requests_in_one_write_are_all_answered(server) -
     assert len(responses) == 10_000 and {r.status for r in responses} == {200}
 
 
-def test_a_head_split_after_a_large_body_is_not_counted_with_the_body(server) -> None:  # type: ignore[no-untyped-def]
+def test_a_head_split_after_a_large_body_is_not_counted_with_the_body(server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"POST /count-upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n"
                      + b"x" * 100_000 + b"GET /second HTTP/1.1\r\nHo")
@@ -71,7 +71,7 @@ def test_a_head_split_after_a_large_body_is_not_counted_with_the_body(server) ->
     assert second.status == 200 and json.loads(second.body)["path"] == "/second"
 
 
-def test_an_absolute_form_target_gives_the_app_its_authority_as_host(server) -> None:  # type: ignore[no-untyped-def]
+def test_an_absolute_form_target_gives_the_app_its_authority_as_host(server) -> None:
     responses, _ = exchange(server.port, b"GET http://example.com/abs HTTP/1.1\r\nHost: other.example\r\n"
                                          b"Connection: close\r\n\r\n")
     seen = json.loads(responses[0].body)
@@ -79,7 +79,7 @@ def test_an_absolute_form_target_gives_the_app_its_authority_as_host(server) -> 
     assert responses[0].status == 200 and seen["path"] == "/abs" and hosts == ["example.com"]
 
 
-def test_http10_closes_unless_keep_alive_is_asked(server) -> None:  # type: ignore[no-untyped-def]
+def test_http10_closes_unless_keep_alive_is_asked(server) -> None:
     responses, closed = exchange(server.port, b"GET /a HTTP/1.0\r\n\r\n", half_close=False)
     assert responses[0].status == 200 and closed
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
@@ -90,14 +90,14 @@ def test_http10_closes_unless_keep_alive_is_asked(server) -> None:  # type: igno
         assert b'"/b"' in sock.recv(65536)
 
 
-def test_connection_close_is_honoured(server) -> None:  # type: ignore[no-untyped-def]
+def test_connection_close_is_honoured(server) -> None:
     responses, closed = exchange(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" + GET % b"/x",
                                  half_close=False)
     assert len(responses) == 1 and closed
     assert responses[0].header("connection") == "close"
 
 
-def test_chunked_request_with_extensions_and_trailers(server) -> None:  # type: ignore[no-untyped-def]
+def test_chunked_request_with_extensions_and_trailers(server) -> None:
     body = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
     raw = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + body
     for strategy in ("whole", "bytewise", "random"):
@@ -107,7 +107,7 @@ def test_chunked_request_with_extensions_and_trailers(server) -> None:  # type: 
         assert "x-trailer" not in [h[0] for h in echoed["headers"]]
 
 
-def test_streamed_response_is_chunked_on_http11_and_close_delimited_on_http10(server) -> None:  # type: ignore[no-untyped-def]
+def test_streamed_response_is_chunked_on_http11_and_close_delimited_on_http10(server) -> None:
     responses, _ = exchange(server.port, GET % b"/stream")
     assert responses[0].header("transfer-encoding") == "chunked"
     assert responses[0].body == b"chunk0\nchunk1\nchunk2\n"
@@ -121,7 +121,7 @@ def test_streamed_response_is_chunked_on_http11_and_close_delimited_on_http10(se
     assert body == b"chunk0\nchunk1\nchunk2\n"
 
 
-def test_head_carries_no_body(server) -> None:  # type: ignore[no-untyped-def]
+def test_head_carries_no_body(server) -> None:
     r = httpx.head(server.url + "/stream")
     assert r.status_code == 200 and r.content == b""
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
@@ -133,7 +133,7 @@ def test_head_carries_no_body(server) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("status", [204, 304])
-def test_204_and_304_carry_no_body(serve, status: int) -> None:  # type: ignore[no-untyped-def]
+def test_204_and_304_carry_no_body(serve, status: int) -> None:
     server = serve("asgi_apps:app")
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(GET % f"/status/{status}".encode() + GET % b"/next")
@@ -146,7 +146,7 @@ def test_204_and_304_carry_no_body(serve, status: int) -> None:  # type: ignore[
     assert rest.startswith(b"HTTP/1.1 200")
 
 
-def test_expect_100_continue_is_sent_only_when_the_body_is_read(server) -> None:  # type: ignore[no-untyped-def]
+def test_expect_100_continue_is_sent_only_when_the_body_is_read(server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -161,7 +161,7 @@ def test_expect_100_continue_is_sent_only_when_the_body_is_read(server) -> None:
         assert sock.recv(100).startswith(b"HTTP/1.1 403")
 
 
-def test_server_header_can_be_turned_off(serve) -> None:  # type: ignore[no-untyped-def]
+def test_server_header_can_be_turned_off(serve) -> None:
     server = serve("asgi_apps:app", "--no-server-header")
     r = httpx.get(server.url + "/")
     assert "server" not in r.headers and "date" in r.headers
@@ -191,7 +191,7 @@ def test_server_header_can_be_turned_off(serve) -> None:  # type: ignore[no-unty
     ids=["414-line", "431-field", "431-count", "no-host", "two-hosts", "cl-and-te", "two-cl", "bad-chunk",
          "obs-fold", "bare-cr", "nul", "bare-lf", "te-http10", "te-unknown", "version-2", "version-1.2", "target"],
 )
-def test_bad_requests_are_refused_and_closed_without_calling_the_app(server, raw: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
+def test_bad_requests_are_refused_and_closed_without_calling_the_app(server, raw: bytes, status: int) -> None:
     for strategy in ("whole", "bytewise"):
         responses, closed = exchange(server.port, raw, strategy)
         assert [r.status for r in responses] == [status], responses
@@ -200,7 +200,7 @@ def test_bad_requests_are_refused_and_closed_without_calling_the_app(server, raw
         assert closed
 
 
-def test_body_over_the_limit_is_413(serve) -> None:  # type: ignore[no-untyped-def]
+def test_body_over_the_limit_is_413(serve) -> None:
     server = serve("asgi_apps:app", "--limit-request-body", "1k")
     responses, closed = exchange(server.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n")
     assert [r.status for r in responses] == [413] and closed
@@ -210,13 +210,13 @@ def test_body_over_the_limit_is_413(serve) -> None:  # type: ignore[no-untyped-d
 
 
 @pytest.mark.parametrize("data", [b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(32), b"\x00\xff\xfe garbage"])
-def test_tls_hello_and_garbage_close_the_connection(server, data: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_tls_hello_and_garbage_close_the_connection(server, data: bytes) -> None:
     responses, closed = exchange(server.port, data)
     assert responses == [] and closed
     assert httpx.get(server.url + "/").status_code == 200
 
 
-def test_slowloris_is_closed_after_the_header_timeout(serve) -> None:  # type: ignore[no-untyped-def]
+def test_slowloris_is_closed_after_the_header_timeout(serve) -> None:
     server = serve("asgi_apps:app", "--timeout-header", "1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         started = time.monotonic()
@@ -237,7 +237,7 @@ def test_slowloris_is_closed_after_the_header_timeout(serve) -> None:  # type: i
         assert closed_after is not None and 0.9 <= closed_after < 3.0
 
 
-def test_connection_that_never_sends_is_closed_after_the_header_timeout(serve) -> None:  # type: ignore[no-untyped-def]
+def test_connection_that_never_sends_is_closed_after_the_header_timeout(serve) -> None:
     server = serve("asgi_apps:app", "--timeout-header", "0.5")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         started = time.monotonic()
@@ -245,7 +245,7 @@ def test_connection_that_never_sends_is_closed_after_the_header_timeout(serve) -
         assert 0.4 <= time.monotonic() - started < 3.0
 
 
-def test_idle_keep_alive_connection_is_closed(serve) -> None:  # type: ignore[no-untyped-def]
+def test_idle_keep_alive_connection_is_closed(serve) -> None:
     server = serve("asgi_apps:app", "--keep-alive", "0.5", "--timeout-header", "30")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(GET % b"/empty")
@@ -268,7 +268,7 @@ def _stall_body(port: int, path: bytes, sent: bytes, *headers: bytes) -> tuple[b
         return answer, time.monotonic() - started
 
 
-def test_a_stalled_request_body_gets_408_and_the_app_a_disconnect(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_stalled_request_body_gets_408_and_the_app_a_disconnect(serve) -> None:
     server = serve("asgi_apps:app", "--timeout-body", "1")
     answer, after = _stall_body(server.port, b"/wait-disconnect", b"x" * 10)
     assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer.lower()
@@ -278,7 +278,7 @@ def test_a_stalled_request_body_gets_408_and_the_app_a_disconnect(serve) -> None
     assert httpx.get(server.url + "/").status_code == 200
 
 
-def test_a_stalled_wsgi_body_gets_408_whether_or_not_the_app_is_reading(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_stalled_wsgi_body_gets_408_whether_or_not_the_app_is_reading(serve) -> None:
     server = serve("wsgi_apps:app", "--timeout-body", "1", "--threads", "2")
     # A small part of a body: no thread is given to it, and the app never runs.
     answer, _ = _stall_body(server.port, b"/upload-record", b"x" * 10)
@@ -292,7 +292,7 @@ def test_a_stalled_wsgi_body_gets_408_whether_or_not_the_app_is_reading(serve) -
 
 
 @pytest.mark.parametrize("app", ["asgi_apps:app", "wsgi_apps:app"])
-def test_a_slow_body_that_keeps_coming_is_not_timed_out(serve, app: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_slow_body_that_keeps_coming_is_not_timed_out(serve, app: str) -> None:
     server = serve(app, "--timeout-body", "1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"POST /count-upload HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n")
@@ -303,7 +303,7 @@ def test_a_slow_body_that_keeps_coming_is_not_timed_out(serve, app: str) -> None
     assert (response.status, response.body) == (200, b"8")
 
 
-def test_a_client_waiting_for_100_continue_is_not_timed_out(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_client_waiting_for_100_continue_is_not_timed_out(serve) -> None:
     """It sends its body once the app asks for it; an app that answers without it owes no 408."""
     server = serve("asgi_apps:app", "--timeout-body", "0.5")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -312,7 +312,7 @@ def test_a_client_waiting_for_100_continue_is_not_timed_out(serve) -> None:  # t
     assert (response.status, response.body) == (200, b"slept")
 
 
-def test_limit_concurrency_answers_503_beyond_it(serve) -> None:  # type: ignore[no-untyped-def]
+def test_limit_concurrency_answers_503_beyond_it(serve) -> None:
     server = serve("asgi_apps:app", "--limit-concurrency", "1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as busy:
         busy.sendall(GET % b"/sleep?2")
@@ -342,7 +342,7 @@ class _StatusCounter:
         self.statuses.append(self.parser.get_status_code())
 
 
-def test_pipelined_requests_wait_while_the_client_does_not_read(server) -> None:  # type: ignore[no-untyped-def]
+def test_pipelined_requests_wait_while_the_client_does_not_read(server) -> None:
     """A client that sends request after request and reads nothing: the server stops reading once
     its writes back up, instead of answering into memory (422 MB in 10 s before)."""
     count, piece = 6_000, 16 * 1024
@@ -374,7 +374,7 @@ def test_pipelined_requests_wait_while_the_client_does_not_read(server) -> None:
     assert set(counter.statuses) == {200}
 
 
-def test_client_disconnect_mid_response_costs_nothing(server) -> None:  # type: ignore[no-untyped-def]
+def test_client_disconnect_mid_response_costs_nothing(server) -> None:
     for _ in range(5):
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(GET % b"/download?50000000")
@@ -383,7 +383,7 @@ def test_client_disconnect_mid_response_costs_nothing(server) -> None:  # type: 
     assert server.proc.poll() is None
 
 
-def test_large_upload_and_download_stream_in_bounded_memory(server) -> None:  # type: ignore[no-untyped-def]
+def test_large_upload_and_download_stream_in_bounded_memory(server) -> None:
     size = 1024**3
     before = int(httpx.get(server.url + "/rss").text)
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
@@ -406,7 +406,7 @@ def test_large_upload_and_download_stream_in_bounded_memory(server) -> None:  # 
 
 
 @pytest.mark.parametrize("app", ["asgi_apps:app", "wsgi_apps:app"])
-def test_plain_asyncio_loop_serves_the_same(serve, app: str) -> None:  # type: ignore[no-untyped-def]
+def test_plain_asyncio_loop_serves_the_same(serve, app: str) -> None:
     server = serve(app, "--loop", "asyncio")
     responses, closed = exchange(server.port, b"".join(GET % f"/p{i}".encode() for i in range(3)))
     assert [json.loads(r.body)["path"] for r in responses] == ["/p0", "/p1", "/p2"] and closed
@@ -415,7 +415,7 @@ def test_plain_asyncio_loop_serves_the_same(serve, app: str) -> None:  # type: i
     assert json.loads(responses[0].body)["body"] == "abc"
 
 
-def test_log_level_filters_the_error_log(serve) -> None:  # type: ignore[no-untyped-def]
+def test_log_level_filters_the_error_log(serve) -> None:
     quiet = serve("asgi_apps:app", "--log-level", "warning")
     assert httpx.get(quiet.url + "/raise-before").status_code == 500
     quiet.stop()

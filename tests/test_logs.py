@@ -11,7 +11,7 @@ import httpx
 from .conftest import ROOT
 
 
-def test_default_access_log_line(serve) -> None:  # type: ignore[no-untyped-def]
+def test_default_access_log_line(serve) -> None:
     server = serve("asgi_apps:app")
     httpx.get(server.url + "/echo?x=1", headers={"User-Agent": "tester/1.0", "Referer": "http://ref/"})
     line = server.wait_for(lambda: server.stdout.strip(), what="an access log line")
@@ -21,7 +21,7 @@ def test_default_access_log_line(serve) -> None:  # type: ignore[no-untyped-def]
     assert int(size) > 100
 
 
-def test_custom_format_atoms(serve) -> None:  # type: ignore[no-untyped-def]
+def test_custom_format_atoms(serve) -> None:
     fmt = "%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(B)s|%(b)s|%({x-req}i)s|%({content-type}o)s|%(p)s|%(u)s|%(M)s|%(L)s"
     server = serve("asgi_apps:app", "--access-logformat", fmt)
     httpx.get(server.url + "/empty?a=b", headers={"X-Req": "abc"}, auth=("alice", "pw"))
@@ -31,7 +31,7 @@ def test_custom_format_atoms(serve) -> None:  # type: ignore[no-untyped-def]
     assert int(fields[11]) >= 0 and float(fields[12]) >= 0
 
 
-def test_json_access_log_to_a_file(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_json_access_log_to_a_file(serve, tmp_path) -> None:
     path = tmp_path / "access.log"
     server = serve("asgi_apps:app", "--access-log-json", "--access-logfile", str(path))
     httpx.post(server.url + "/echo", content=b"x")
@@ -41,7 +41,7 @@ def test_json_access_log_to_a_file(serve, tmp_path) -> None:  # type: ignore[no-
     assert server.stdout == ""
 
 
-def test_no_access_log(serve) -> None:  # type: ignore[no-untyped-def]
+def test_no_access_log(serve) -> None:
     server = serve("asgi_apps:app", "--no-access-log")
     httpx.get(server.url + "/")
     server.stop()

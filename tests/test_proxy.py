@@ -10,7 +10,7 @@ from tricorn.server.proxy import TrustedProxies
 FORWARDED = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
 
 
-def test_trusted_loopback_proxy_sets_client_and_scheme(serve) -> None:  # type: ignore[no-untyped-def]
+def test_trusted_loopback_proxy_sets_client_and_scheme(serve) -> None:
     asgi = serve("asgi_apps:app")
     scope = httpx.get(asgi.url + "/echo", headers=FORWARDED).json()
     assert scope["client"] == ["203.0.113.7", 0] and scope["scheme"] == "https"
@@ -19,7 +19,7 @@ def test_trusted_loopback_proxy_sets_client_and_scheme(serve) -> None:  # type: 
     assert environ["remote_addr"] == "203.0.113.7" and environ["scheme"] == "https"
 
 
-def test_proxy_headers_off_or_untrusted_peer_are_ignored(serve) -> None:  # type: ignore[no-untyped-def]
+def test_proxy_headers_off_or_untrusted_peer_are_ignored(serve) -> None:
     for args in (("--no-proxy-headers",), ("--forwarded-allow-ips", "10.0.0.0/8,192.168.1.1")):
         server = serve("asgi_apps:app", *args)
         scope = httpx.get(server.url + "/echo", headers=FORWARDED).json()

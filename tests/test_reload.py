@@ -19,7 +19,7 @@ async def app(scope, receive, send):
 '''
 
 
-def answer(server) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+def answer(server) -> tuple[str, int]:
     """The version the app says it is, and the pid of the process serving it; ("", 0) when none answers."""
     try:
         version, pid = httpx.get(server.url + "/", timeout=2).text.split()
@@ -28,7 +28,7 @@ def answer(server) -> tuple[str, int]:  # type: ignore[no-untyped-def]
     return version, int(pid)
 
 
-def test_reload_restarts_on_change_and_survives_a_syntax_error(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reload_restarts_on_change_and_survives_a_syntax_error(serve, tmp_path: Path) -> None:
     module = tmp_path / "live_app.py"
     module.write_text(APP.format(version="v1"))
     (tmp_path / "notes.txt").write_text("not watched\n")
@@ -65,7 +65,7 @@ def test_reload_restarts_on_change_and_survives_a_syntax_error(serve, tmp_path: 
     assert not any(alive(pid) for pid in (second[1], third[1], fourth[1], fifth[1]))
 
 
-def test_the_child_does_not_outlive_a_killed_reloader(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_child_does_not_outlive_a_killed_reloader(serve, tmp_path: Path) -> None:
     (tmp_path / "live_app.py").write_text(APP.format(version="v1"))
     server = serve("live_app:app", "--app-dir", str(tmp_path), "--reload", "--reload-dir", str(tmp_path))
     child = server.wait_for(lambda: answer(server)[1], what="the child serving")
@@ -73,7 +73,7 @@ def test_the_child_does_not_outlive_a_killed_reloader(serve, tmp_path: Path) -> 
     server.wait_for(lambda: not alive(child), what="the child gone with its parent")
 
 
-def test_reload_with_a_missing_directory_is_one_line(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reload_with_a_missing_directory_is_one_line(serve, tmp_path: Path) -> None:
     server = serve("process_app:app", "--reload", "--reload-dir", str(tmp_path / "nope"))
     assert server.wait() == 2
     assert server.stderr.strip() == f"Error: --reload-dir {tmp_path / 'nope'} is not a directory"

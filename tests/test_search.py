@@ -42,7 +42,7 @@ def searched(machine: Machine, throughputs: dict[int, float], another_server: bo
              busy: float = 0.95) -> ScriptedRunner:
     """`another_server`: --cmd, whose event loops are tried past busy cores."""
     runner = ScriptedRunner(throughputs, machine.cpus, busy)
-    runner.search = Search(runner, machine, threaded=False, budget=600,  # type: ignore[arg-type]
+    runner.search = Search(runner, machine, threaded=False, budget=600,
                            another_server=another_server)
     assert runner.search.run() is not None
     return runner

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 
-def _wait_in_flight(server, path: str):  # type: ignore[no-untyped-def]
+def _wait_in_flight(server, path: str):
     pool = concurrent.futures.ThreadPoolExecutor(1)
     future = pool.submit(httpx.get, server.url + path, timeout=30)
     server.wait_for(lambda: httpx.get(server.url + "/").status_code == 200, what="server up")
@@ -20,7 +20,7 @@ def _wait_in_flight(server, path: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("app", ["asgi_apps:app", "wsgi_apps:app"])
-def test_sigterm_lets_in_flight_requests_finish(serve, app: str) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_lets_in_flight_requests_finish(serve, app: str) -> None:
     server = serve(app)
     with socket.create_connection(("127.0.0.1", server.port)) as idle:
         idle.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -39,7 +39,7 @@ def test_sigterm_lets_in_flight_requests_finish(serve, app: str) -> None:  # typ
         assert server.records() == ["startup", "shutdown"]
 
 
-def test_graceful_timeout_bounds_the_wait(serve) -> None:  # type: ignore[no-untyped-def]
+def test_graceful_timeout_bounds_the_wait(serve) -> None:
     server = serve("asgi_apps:app", "--graceful-timeout", "0.5")
     pool, slow = _wait_in_flight(server, "/sleep?20")
     started = time.monotonic()
@@ -52,7 +52,7 @@ def test_graceful_timeout_bounds_the_wait(serve) -> None:  # type: ignore[no-unt
     assert "graceful timeout: closing 1 connection(s)" in server.stderr
 
 
-def test_second_sigint_exits_at_once(serve) -> None:  # type: ignore[no-untyped-def]
+def test_second_sigint_exits_at_once(serve) -> None:
     server = serve("asgi_apps:app", "--graceful-timeout", "30")
     pool, slow = _wait_in_flight(server, "/sleep?20")
     server.proc.send_signal(signal.SIGINT)
@@ -67,7 +67,7 @@ def test_second_sigint_exits_at_once(serve) -> None:  # type: ignore[no-untyped-
     pool.shutdown()
 
 
-def test_no_new_connections_after_sigterm(serve) -> None:  # type: ignore[no-untyped-def]
+def test_no_new_connections_after_sigterm(serve) -> None:
     server = serve("asgi_apps:app")
     pool, slow = _wait_in_flight(server, "/sleep?1")
     server.proc.send_signal(signal.SIGTERM)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 
-def booted(server) -> list[int]:  # type: ignore[no-untyped-def]
+def booted(server) -> list[int]:
     return [int(p) for p in re.findall(r"Booting worker with pid (\d+)", server.stderr)]
 
 
@@ -67,7 +67,7 @@ class Load:
             thread.join(30)
 
 
-def test_workers_share_the_listener_and_a_killed_worker_is_replaced(serve) -> None:  # type: ignore[no-untyped-def]
+def test_workers_share_the_listener_and_a_killed_worker_is_replaced(serve) -> None:
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
     first = booted(server)
@@ -81,7 +81,7 @@ def test_workers_share_the_listener_and_a_killed_worker_is_replaced(serve) -> No
     assert not any(alive(pid) for pid in booted(server))
 
 
-def test_a_worker_killed_under_load_loses_only_its_in_flight_requests(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_killed_under_load_loses_only_its_in_flight_requests(serve) -> None:
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
     victim = booted(server)[0]
@@ -96,7 +96,7 @@ def test_a_worker_killed_under_load_loses_only_its_in_flight_requests(serve) -> 
     assert server.stop() == 0
 
 
-def test_a_wsgi_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_others(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_wsgi_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_others(serve) -> None:
     """accept.py: without it, the worker that wakes first accepts the second connection too, and its
     request waits for the first one's thread while the other worker's thread idles."""
     server = serve("wsgi_apps:app", "-w", "2", "--threads", "1", "--no-access-log",
@@ -123,7 +123,7 @@ def test_a_wsgi_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_
     assert server.stop() == 0
 
 
-def test_idle_connections_do_not_stop_the_wsgi_workers_accepting(serve) -> None:  # type: ignore[no-untyped-def]
+def test_idle_connections_do_not_stop_the_wsgi_workers_accepting(serve) -> None:
     """A connection just accepted counts as a request on its way (accept.py), but only briefly: one
     per thread that never sends must not keep the workers from accepting for --timeout-header."""
     server = serve("wsgi_apps:app", "-w", "2", "--threads", "1", "--no-access-log")
@@ -139,7 +139,7 @@ def test_idle_connections_do_not_stop_the_wsgi_workers_accepting(serve) -> None:
     assert server.stop() == 0
 
 
-def test_ttin_and_ttou_change_the_worker_count(serve) -> None:  # type: ignore[no-untyped-def]
+def test_ttin_and_ttou_change_the_worker_count(serve) -> None:
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
     server.proc.send_signal(signal.SIGTTIN)
@@ -152,14 +152,14 @@ def test_ttin_and_ttou_change_the_worker_count(serve) -> None:  # type: ignore[n
 
 
 @pytest.mark.parametrize(("app", "code"), [("asgi_apps:nope", 4), ("asgi_apps:failing_startup", 3)])
-def test_worker_load_or_boot_failure_stops_the_master_with_its_code(serve, app: str, code: int) -> None:  # type: ignore[no-untyped-def]
+def test_worker_load_or_boot_failure_stops_the_master_with_its_code(serve, app: str, code: int) -> None:
     server = serve(app, "-w", "2")
     assert server.wait() == code
     assert len(booted(server)) == 1  # the first worker boots alone, and is not respawned
     assert "stopping the master" in server.stderr
 
 
-def test_workers_exit_when_the_master_is_killed(serve) -> None:  # type: ignore[no-untyped-def]
+def test_workers_exit_when_the_master_is_killed(serve) -> None:
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
     workers = booted(server)
@@ -171,13 +171,13 @@ def test_workers_exit_when_the_master_is_killed(serve) -> None:  # type: ignore[
         time.sleep(0.05)
 
 
-def test_web_concurrency_is_honoured(serve) -> None:  # type: ignore[no-untyped-def]
+def test_web_concurrency_is_honoured(serve) -> None:
     server = serve("asgi_apps:pid", "--no-access-log", env={"WEB_CONCURRENCY": "3"})
     server.wait_for(lambda: len(booted(server)) == 3, what="three workers")
     assert server.stop() == 0
 
 
-def test_sigterm_to_the_master_drains_in_flight_requests(serve) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_to_the_master_drains_in_flight_requests(serve) -> None:
     import concurrent.futures
 
     server = serve("asgi_apps:app", "-w", "2", "--no-access-log")
@@ -195,7 +195,7 @@ def test_sigterm_to_the_master_drains_in_flight_requests(serve) -> None:  # type
     ("asgi_apps:hangs", (), "block_the_loop_forever"),
     ("wsgi_apps:hangs", ("--threads", "1"), "stuck_in_a_slow_query"),
 ])
-def test_hung_worker_is_killed_with_its_traceback(serve, app: str, args: tuple[str, ...], function: str) -> None:  # type: ignore[no-untyped-def]
+def test_hung_worker_is_killed_with_its_traceback(serve, app: str, args: tuple[str, ...], function: str) -> None:
     server = serve(app, "-w", "2", "--timeout", "2", "--no-access-log", *args)
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
     with pytest.raises(httpx.HTTPError):
@@ -208,7 +208,7 @@ def test_hung_worker_is_killed_with_its_traceback(serve, app: str, args: tuple[s
     assert httpx.get(server.url + "/", timeout=5).status_code == 200
 
 
-def test_hup_replaces_every_worker_with_zero_failed_requests(serve) -> None:  # type: ignore[no-untyped-def]
+def test_hup_replaces_every_worker_with_zero_failed_requests(serve) -> None:
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
     old = set(booted(server))
@@ -225,7 +225,7 @@ def test_hup_replaces_every_worker_with_zero_failed_requests(serve) -> None:  # 
     assert server.stop() == 0
 
 
-def test_hup_rereads_the_config_file(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_hup_rereads_the_config_file(serve, tmp_path) -> None:
     config = tmp_path / "tricorn.toml"
     config.write_text("workers = 2\naccess-log = false\n")
     server = serve("asgi_apps:pid", "--config", str(config))
@@ -241,7 +241,7 @@ def test_hup_rereads_the_config_file(serve, tmp_path) -> None:  # type: ignore[n
     assert server.stop() == 0
 
 
-def test_max_requests_recycles_workers_under_load_with_zero_failures(serve) -> None:  # type: ignore[no-untyped-def]
+def test_max_requests_recycles_workers_under_load_with_zero_failures(serve) -> None:
     server = serve("asgi_apps:pid", "-w", "2", "--max-requests", "30", "--max-requests-jitter", "5",
                    "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
@@ -264,7 +264,7 @@ def test_max_requests_recycles_workers_under_load_with_zero_failures(serve) -> N
     assert server.stop() == 0
 
 
-def test_crash_loop_backs_off_then_stops_the_master(serve) -> None:  # type: ignore[no-untyped-def]
+def test_crash_loop_backs_off_then_stops_the_master(serve) -> None:
     server = serve("asgi_apps:dies_at_startup", "-w", "2")
     assert server.wait(30) == 3
     log = server.stderr
@@ -274,7 +274,7 @@ def test_crash_loop_backs_off_then_stops_the_master(serve) -> None:  # type: ign
 
 
 @pytest.mark.parametrize("args", [("--max-worker-lifetime", "1"), ("--max-worker-memory", "1m")])
-def test_lifetime_and_memory_limits_replace_workers_successor_first(serve, args: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+def test_lifetime_and_memory_limits_replace_workers_successor_first(serve, args: tuple[str, str]) -> None:
     server = serve("asgi_apps:pid", "-w", "2", "--no-access-log", *args)
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
     first = set(booted(server))
@@ -290,7 +290,7 @@ def test_lifetime_and_memory_limits_replace_workers_successor_first(serve, args:
     assert server.stop() == 0
 
 
-def test_term_right_after_the_forks_still_stops_every_worker(serve) -> None:  # type: ignore[no-untyped-def]
+def test_term_right_after_the_forks_still_stops_every_worker(serve) -> None:
     for _ in range(3):  # the window is between fork() and the child dropping the master's handlers
         server = serve("asgi_apps:pid", "-w", "4", "--no-access-log")
         server.wait_for(lambda: len(booted(server)) == 4, what="four forks")  # noqa: B023

@@ -47,12 +47,12 @@ def tls_args(pki: dict[str, Path], *extra: str) -> tuple[str, ...]:
     return ("--certfile", str(pki["cert"]), "--keyfile", str(pki["key"]), *extra)
 
 
-def https_url(server) -> str:  # type: ignore[no-untyped-def]
+def https_url(server) -> str:
     return f"https://127.0.0.1:{server.port}/"
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_https_with_httpx_and_curl(serve, pki, workers: str) -> None:  # type: ignore[no-untyped-def]
+def test_https_with_httpx_and_curl(serve, pki, workers: str) -> None:
     server = serve("tls_apps:asgi", *tls_args(pki), "-w", workers)
     with httpx.Client(verify=ssl.create_default_context(cafile=str(pki["ca"]))) as client:
         answer = client.get(https_url(server)).json()
@@ -66,7 +66,7 @@ def test_https_with_httpx_and_curl(serve, pki, workers: str) -> None:  # type: i
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])  # two: the WSGI workers' own accept (accept.py)
-def test_wsgi_sees_https_in_its_environ(serve, pki, workers: str) -> None:  # type: ignore[no-untyped-def]
+def test_wsgi_sees_https_in_its_environ(serve, pki, workers: str) -> None:
     server = serve("tls_apps:wsgi", *tls_args(pki), "-w", workers)
     answer = httpx.get(https_url(server), verify=ssl.create_default_context(cafile=str(pki["ca"]))).json()
     assert answer["wsgi.url_scheme"] == "https" and answer["HTTPS"] == "on"
@@ -81,7 +81,7 @@ def client_context(pki: dict[str, Path], cert: str | None) -> ssl.SSLContext:
     return context
 
 
-def test_client_certificates_accepted_and_refused(serve, pki) -> None:  # type: ignore[no-untyped-def]
+def test_client_certificates_accepted_and_refused(serve, pki) -> None:
     server = serve("tls_apps:asgi", *tls_args(pki, "--ca-certs", str(pki["ca"]), "--cert-reqs", "required"))
     answer = httpx.get(https_url(server), verify=client_context(pki, "client")).json()
     tls = answer["tls"]
@@ -97,7 +97,7 @@ def test_client_certificates_accepted_and_refused(serve, pki) -> None:  # type: 
     assert "Traceback" not in server.stderr + wsgi.stderr
 
 
-def test_alpn_minimum_version_and_plain_http_on_the_tls_port(serve, pki) -> None:  # type: ignore[no-untyped-def]
+def test_alpn_minimum_version_and_plain_http_on_the_tls_port(serve, pki) -> None:
     server = serve("tls_apps:asgi", *tls_args(pki))
     context = client_context(pki, None)
     context.set_alpn_protocols(["h2", "http/1.1"])
@@ -123,7 +123,7 @@ def test_alpn_minimum_version_and_plain_http_on_the_tls_port(serve, pki) -> None
     assert "Traceback" not in server.stderr
 
 
-def test_a_stalled_handshake_is_cut_at_the_header_timeout(serve, pki) -> None:  # type: ignore[no-untyped-def]
+def test_a_stalled_handshake_is_cut_at_the_header_timeout(serve, pki) -> None:
     server = serve("tls_apps:asgi", *tls_args(pki, "--timeout-header", "1s"))
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:
         silent.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then nothing
@@ -141,7 +141,7 @@ def test_a_stalled_handshake_is_cut_at_the_header_timeout(serve, pki) -> None:  
     (("--certfile", "CERT", "--keyfile", "KEY", "--cert-reqs", "required"), "needs --ca-certs"),
     (("--certfile", "CERT", "--keyfile", "KEY", "--ciphers", "NOPE-NOTHING"), "selects no cipher"),
 ])
-def test_bad_tls_configuration_is_one_line_before_serving(serve, pki, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_tls_configuration_is_one_line_before_serving(serve, pki, args: tuple[str, ...], message: str) -> None:
     names = {"CERT": "cert", "KEY": "key", "OTHER_KEY": "other_key", "ENCRYPTED_KEY": "encrypted_key", "JUNK": "junk"}
     resolved = [str(pki[names[a]]) if a in names else a for a in args]
     server = serve("tls_apps:asgi", *resolved, "-w", "2")
@@ -149,13 +149,13 @@ def test_bad_tls_configuration_is_one_line_before_serving(serve, pki, args: tupl
     assert message in server.stderr and server.stderr.count("\n") == 1, server.stderr
 
 
-def test_encrypted_key_with_its_password(serve, pki) -> None:  # type: ignore[no-untyped-def]
+def test_encrypted_key_with_its_password(serve, pki) -> None:
     server = serve("tls_apps:asgi", "--certfile", str(pki["cert"]), "--keyfile", str(pki["encrypted_key"]),
                    "--keyfile-password", "s3cret")
     assert httpx.get(https_url(server), verify=client_context(pki, None)).json()["scheme"] == "https"
 
 
-def test_wss_with_the_websockets_client(serve, pki) -> None:  # type: ignore[no-untyped-def]
+def test_wss_with_the_websockets_client(serve, pki) -> None:
     import asyncio
     import json
 
@@ -163,11 +163,11 @@ def test_wss_with_the_websockets_client(serve, pki) -> None:  # type: ignore[no-
 
     server = serve("ws_apps:echo", *tls_args(pki))
 
-    async def talk() -> dict:  # type: ignore[type-arg]
+    async def talk() -> dict:
         async with connect(f"wss://127.0.0.1:{server.port}/ws", ssl=client_context(pki, None)) as ws:
             await ws.send("over tls")
             assert await ws.recv() == "over tls"
             await ws.send("scope")
-            return json.loads(await ws.recv())  # type: ignore[no-any-return]
+            return json.loads(await ws.recv())
 
     assert asyncio.run(asyncio.wait_for(talk(), 30))["scheme"] == "wss"

@@ -26,11 +26,11 @@ def run(coroutine: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coroutine, 30))
 
 
-def ws_url(server, path: str = "/ws") -> str:  # type: ignore[no-untyped-def]
+def ws_url(server, path: str = "/ws") -> str:
     return f"ws://127.0.0.1:{server.port}{path}"
 
 
-def test_echo_text_bytes_subprotocol_and_close_code(serve) -> None:  # type: ignore[no-untyped-def]
+def test_echo_text_bytes_subprotocol_and_close_code(serve) -> None:
     server = serve("ws_apps:echo")
 
     async def talk() -> None:
@@ -57,7 +57,7 @@ def test_echo_text_bytes_subprotocol_and_close_code(serve) -> None:  # type: ign
 
 
 @pytest.mark.parametrize("deflate", [True, False])
-def test_permessage_deflate_on_and_off(serve, deflate: bool) -> None:  # type: ignore[no-untyped-def]
+def test_permessage_deflate_on_and_off(serve, deflate: bool) -> None:
     server = serve("ws_apps:echo", *([] if deflate else ["--no-ws-per-message-deflate"]))
 
     async def talk() -> str | None:
@@ -71,7 +71,7 @@ def test_permessage_deflate_on_and_off(serve, deflate: bool) -> None:  # type: i
 
 
 @pytest.mark.parametrize(("size", "closed_with"), [(10 * 2**20, None), (10 * 2**20 + 1, 1009)])
-def test_max_size(serve, size: int, closed_with: int | None) -> None:  # type: ignore[no-untyped-def]
+def test_max_size(serve, size: int, closed_with: int | None) -> None:
     server = serve("ws_apps:echo", "--ws-max-size", str(10 * 2**20))
 
     async def talk() -> int | None:
@@ -89,7 +89,7 @@ def test_max_size(serve, size: int, closed_with: int | None) -> None:  # type: i
     assert run(talk()) == closed_with
 
 
-def test_a_message_over_the_limit_closes_1009_without_a_reset(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_message_over_the_limit_closes_1009_without_a_reset(serve) -> None:
     """The server answers 1009 as the frame's head arrives, reads the rest of the frame and the
     client's close frame, and only then ends the TCP connection: the client's own close() works
     (it crashed in websockets 17.4 when the server half-closed while the client was still sending)."""
@@ -107,7 +107,7 @@ def test_a_message_over_the_limit_closes_1009_without_a_reset(serve) -> None:  #
     server.wait_for(lambda: "disconnect-1009" in server.records(), what="the app told of the 1009")
 
 
-def test_after_a_1009_the_rest_of_the_frame_is_read_and_the_closing_handshake_kept(serve) -> None:  # type: ignore[no-untyped-def]
+def test_after_a_1009_the_rest_of_the_frame_is_read_and_the_closing_handshake_kept(serve) -> None:
     server = serve("ws_apps:echo", "--ws-max-size", "1000")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(HANDSHAKE)
@@ -130,8 +130,8 @@ def test_after_a_1009_the_rest_of_the_frame_is_read_and_the_closing_handshake_ke
     server.wait_for(lambda: "disconnect-1009" in server.records(), what="the app told of the 1009")
 
 
-def test_denial_response_refusal_and_app_errors(serve) -> None:  # type: ignore[no-untyped-def]
-    async def status_of(server, path: str = "/ws") -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+def test_denial_response_refusal_and_app_errors(serve) -> None:
+    async def status_of(server, path: str = "/ws") -> tuple[int, bytes]:
         with pytest.raises(websockets.InvalidStatus) as info:
             async with connect(ws_url(server, path)):
                 pass
@@ -230,7 +230,7 @@ def close_code_in(data: bytes) -> int:
     (frame(0x1, b"PAYLOAD", rsv=4), 1002),  # compressed, but no extension was negotiated
     (frame(0x2, b"PAYLOAD" * 200), 1009),  # over --ws-max-size
 ])
-def test_bad_frames_close_with_the_right_code_and_never_reach_the_app(serve, bad: bytes, code: int) -> None:  # type: ignore[no-untyped-def]
+def test_bad_frames_close_with_the_right_code_and_never_reach_the_app(serve, bad: bytes, code: int) -> None:
     server = serve("ws_apps:echo", "--no-ws-per-message-deflate", "--ws-max-size", "1000")
     received = raw_exchange(server.port, HANDSHAKE, then=bad)
     assert received.startswith(b"HTTP/1.1 101")
@@ -239,14 +239,14 @@ def test_bad_frames_close_with_the_right_code_and_never_reach_the_app(serve, bad
     server.wait_for(lambda: server.records() == [f"disconnect-{code}"], what="...only as a disconnect")
 
 
-def test_a_good_message_then_a_bad_one_in_one_write(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_good_message_then_a_bad_one_in_one_write(serve) -> None:
     server = serve("ws_apps:hold", "--no-ws-per-message-deflate")
     received = raw_exchange(server.port, HANDSHAKE, then=frame(0x1, b"fine") + frame(0x1, b"PAYLOAD \xff"))
     assert close_code_in(received) == 1007
     server.wait_for(lambda: server.records() == ["received-fine", "disconnect-1007"], what="one message, then 1007")
 
 
-def test_messages_of_every_length_pipelined_amid_control_frames_and_fragments(serve) -> None:  # type: ignore[no-untyped-def]
+def test_messages_of_every_length_pipelined_amid_control_frames_and_fragments(serve) -> None:
     """Plain messages take a direct path and the rest the protocol library's: interleaved in one
     write, every message comes back whole and in order, and the ping gets its pong."""
     server = serve("ws_apps:echo")
@@ -288,13 +288,13 @@ def test_messages_of_every_length_pipelined_amid_control_frames_and_fragments(se
     (HANDSHAKE.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b""), b"HTTP/1.1 400"),
     (HANDSHAKE.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"short"), b"HTTP/1.1 400"),
 ])
-def test_invalid_handshakes_are_refused_without_calling_the_app(serve, handshake: bytes, expect: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_handshakes_are_refused_without_calling_the_app(serve, handshake: bytes, expect: bytes) -> None:
     server = serve("ws_apps:hold")
     assert raw_exchange(server.port, handshake).startswith(expect)
     assert server.records() == []
 
 
-def test_ping_timeout_closes_a_silent_peer(serve) -> None:  # type: ignore[no-untyped-def]
+def test_ping_timeout_closes_a_silent_peer(serve) -> None:
     server = serve("ws_apps:hold", "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.3")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(HANDSHAKE)
@@ -315,12 +315,12 @@ def test_ping_timeout_closes_a_silent_peer(serve) -> None:  # type: ignore[no-un
         async with connect(ws_url(answered)) as ws:
             await asyncio.sleep(1.5)
             await ws.send("still here")
-            return await ws.recv()  # type: ignore[return-value]
+            return await ws.recv()
 
     assert run(patient()) == "still here"
 
 
-def test_a_slow_reader_holds_the_sender(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_slow_reader_holds_the_sender(serve) -> None:
     server = serve("ws_apps:flood", "--no-ws-per-message-deflate")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -333,7 +333,7 @@ def test_a_slow_reader_holds_the_sender(serve) -> None:  # type: ignore[no-untyp
         assert server.rss_peak_kib() < 200 * 1024
 
 
-def test_a_peer_that_pings_and_never_reads_is_no_longer_read(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_peer_that_pings_and_never_reads_is_no_longer_read(serve) -> None:
     """Every ping is answered with a pong: a peer that never reads them must not grow the server's
     memory with pongs; once our writes back up, we stop reading its pings."""
     server = serve("ws_apps:hold")
@@ -357,7 +357,7 @@ def test_a_peer_that_pings_and_never_reads_is_no_longer_read(serve) -> None:  # 
         assert server.rss_peak_kib() - idle < 16 * 1024
 
 
-def test_shutdown_closes_open_websockets_with_1001(serve) -> None:  # type: ignore[no-untyped-def]
+def test_shutdown_closes_open_websockets_with_1001(serve) -> None:
     server = serve("ws_apps:hold")
 
     async def talk() -> int | None:
@@ -372,7 +372,7 @@ def test_shutdown_closes_open_websockets_with_1001(serve) -> None:  # type: igno
     assert server.records() == ["disconnect-1001"]
 
 
-def test_wsgi_apps_get_upgrade_requests_as_plain_http(serve) -> None:  # type: ignore[no-untyped-def]
+def test_wsgi_apps_get_upgrade_requests_as_plain_http(serve) -> None:
     server = serve("wsgi_apps:app")
     received = raw_exchange(server.port, HANDSHAKE.replace(b"/ws", b"/"), head_only=True)
     assert received.startswith(b"HTTP/1.1 200")
@@ -381,7 +381,7 @@ def test_wsgi_apps_get_upgrade_requests_as_plain_http(serve) -> None:  # type: i
 
 
 @pytest.mark.parametrize("app", ["starlette_app:app", "fastapi_app:app"])
-def test_framework_websockets(serve, app: str) -> None:  # type: ignore[no-untyped-def]
+def test_framework_websockets(serve, app: str) -> None:
     server = serve(app)
 
     async def talk() -> None:
@@ -394,7 +394,7 @@ def test_framework_websockets(serve, app: str) -> None:  # type: ignore[no-untyp
     run(talk())
 
 
-def test_sec_websocket_accept_is_right(serve) -> None:  # type: ignore[no-untyped-def]
+def test_sec_websocket_accept_is_right(serve) -> None:
     import hashlib
 
     server = serve("ws_apps:hold")
@@ -404,7 +404,7 @@ def test_sec_websocket_accept_is_right(serve) -> None:  # type: ignore[no-untype
     assert b"Sec-WebSocket-Accept: " + expected in received
 
 
-def test_a_real_browser(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_real_browser(serve, tmp_path) -> None:
     """Headless Chromium loads a page from tricorn whose script exchanges messages over a WebSocket."""
     import shutil
     import subprocess

@@ -12,7 +12,7 @@ import pytest
 from .conftest import exchange
 
 
-def test_environ(serve) -> None:  # type: ignore[no-untyped-def]
+def test_environ(serve) -> None:
     server = serve("wsgi_apps:app", "--root-path", "/mount")
     r = httpx.post(server.url + "/mount/caf%C3%A9?x=1", content=b"data", headers={"X-Custom": "v"})
     environ = r.json()
@@ -29,7 +29,7 @@ def test_environ(serve) -> None:  # type: ignore[no-untyped-def]
     assert environ["thread"].startswith("tricorn-wsgi-")
 
 
-def test_repeated_headers_are_joined_and_underscored_ones_dropped(serve) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_headers_are_joined_and_underscored_ones_dropped(serve) -> None:
     server = serve("wsgi_apps:app")
     raw = (b"GET / HTTP/1.1\r\nHost: t\r\nAccept: a\r\nAccept: b\r\nCookie: c=1\r\nCookie: d=2\r\n"
            b"X-User: real\r\nX_User: spoofed\r\n\r\n")
@@ -40,7 +40,7 @@ def test_repeated_headers_are_joined_and_underscored_ones_dropped(serve) -> None
     assert headers["x-user"] == "real"
 
 
-def test_streaming_iterable_write_and_close(serve) -> None:  # type: ignore[no-untyped-def]
+def test_streaming_iterable_write_and_close(serve) -> None:
     server = serve("wsgi_apps:app")
     r = httpx.get(server.url + "/stream")
     assert r.text == "chunk0\nchunk1\nchunk2\n" and r.headers["transfer-encoding"] == "chunked"
@@ -49,16 +49,16 @@ def test_streaming_iterable_write_and_close(serve) -> None:  # type: ignore[no-u
     server.wait_for(lambda: "closed" in server.records(), what="close() of the iterable")
 
 
-def test_readline_and_iteration_over_input(serve) -> None:  # type: ignore[no-untyped-def]
+def test_readline_and_iteration_over_input(serve) -> None:
     server = serve("wsgi_apps:app")
     r = httpx.post(server.url + "/readline", content=b"first\nsecond\nthird\nfourth")
     assert r.json() == ["first\n", "sec", "ond\n", "third\n", "fourth"]
 
 
-def test_chunked_upload_streams_to_wsgi_input(serve) -> None:  # type: ignore[no-untyped-def]
+def test_chunked_upload_streams_to_wsgi_input(serve) -> None:
     server = serve("wsgi_apps:app")
 
-    def body():  # type: ignore[no-untyped-def]
+    def body():
         for _ in range(100):
             yield b"x" * 10000
 
@@ -67,7 +67,7 @@ def test_chunked_upload_streams_to_wsgi_input(serve) -> None:  # type: ignore[no
 
 
 @pytest.mark.parametrize("size", [0, 1, 100_000, 3_000_001])
-def test_file_wrapper_sends_the_whole_file(serve, size: int) -> None:  # type: ignore[no-untyped-def]
+def test_file_wrapper_sends_the_whole_file(serve, size: int) -> None:
     expected = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
     # Behind wsgiref.validate the wrapper is hidden, so it is iterated; bare, it goes by sendfile,
     # which is what gives it a Content-Length.
@@ -80,7 +80,7 @@ def test_file_wrapper_sends_the_whole_file(serve, size: int) -> None:  # type: i
             assert client.get(server.url + "/").status_code == 200  # the same connection still works
 
 
-def test_slow_requests_do_not_block_the_event_loop(serve) -> None:  # type: ignore[no-untyped-def]
+def test_slow_requests_do_not_block_the_event_loop(serve) -> None:
     """Two threads busy in time.sleep; a third request is served on the remaining thread at once."""
     server = serve("wsgi_apps:app", "--threads", "3")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -93,7 +93,7 @@ def test_slow_requests_do_not_block_the_event_loop(serve) -> None:  # type: igno
     assert len(threads) == 2
 
 
-def test_idle_keep_alive_connections_hold_no_thread(serve) -> None:  # type: ignore[no-untyped-def]
+def test_idle_keep_alive_connections_hold_no_thread(serve) -> None:
     server = serve("wsgi_apps:app", "--threads", "1")
     idle = []
     for _ in range(20):
@@ -106,7 +106,7 @@ def test_idle_keep_alive_connections_hold_no_thread(serve) -> None:  # type: ign
         sock.close()
 
 
-def test_exception_is_a_500_with_a_traceback(serve) -> None:  # type: ignore[no-untyped-def]
+def test_exception_is_a_500_with_a_traceback(serve) -> None:
     server = serve("wsgi_apps:app")
     assert httpx.get(server.url + "/raise").status_code == 500
     responses, closed = exchange(server.port, b"GET /raise-in-iter HTTP/1.1\r\nHost: t\r\n\r\n", half_close=False)
@@ -126,20 +126,20 @@ def test_exception_is_a_500_with_a_traceback(serve) -> None:  # type: ignore[no-
         ("/no-start", "without calling start_response()"),
     ],
 )
-def test_contract_breaches_are_a_500_and_say_what_went_wrong(serve, path: str, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_contract_breaches_are_a_500_and_say_what_went_wrong(serve, path: str, message: str) -> None:
     server = serve("wsgi_apps:unvalidated")
     assert httpx.get(server.url + path).status_code == 500
     server.stop()
     assert message in server.stderr
 
 
-def test_start_response_with_exc_info_replaces_the_status(serve) -> None:  # type: ignore[no-untyped-def]
+def test_start_response_with_exc_info_replaces_the_status(serve) -> None:
     server = serve("wsgi_apps:unvalidated")
     r = httpx.get(server.url + "/exc-info")
     assert r.status_code == 500 and r.headers["x-handled"] == "yes" and r.text == "recovered"
 
 
-def test_upgrade_request_to_wsgi_is_an_ordinary_request(serve) -> None:  # type: ignore[no-untyped-def]
+def test_upgrade_request_to_wsgi_is_an_ordinary_request(serve) -> None:
     server = serve("wsgi_apps:app")
     raw = (b"GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
