@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tricorn.server.h1 import END, ProtocolError, Request, RequestParser, Response, ResponseError, error_response
+from tricorn.server.h1 import END, Data, ProtocolError, Request, RequestParser, Response, ResponseError, error_response
 
 
 def feed(data: bytes, strategy: str = "whole", **limits: int) -> list[object]:
@@ -26,8 +26,11 @@ def feed(data: bytes, strategy: str = "whole", **limits: int) -> list[object]:
     # Body may arrive in more pieces when split; join consecutive body events to compare.
     merged: list[object] = []
     for event in events:
-        if isinstance(event, bytes) and merged and isinstance(merged[-1], bytes):
-            merged[-1] += event
+        if isinstance(event, Data):
+            if merged and isinstance(merged[-1], bytes):
+                merged[-1] += event.data
+            else:
+                merged.append(event.data)
         else:
             merged.append(event)
     return merged
@@ -107,7 +110,7 @@ def _split_everywhere(data: bytes, **limits: int) -> None:
         parser = RequestParser(**limits)
         events = parser.receive_data(data[:cut]) + parser.receive_data(data[cut:])
         assert not any(isinstance(e, ProtocolError) for e in events), (cut, events[-1])
-        assert [type(e) for e in events if not isinstance(e, bytes)] == [t for t in whole if t is not bytes]
+        assert [type(e) for e in events if not isinstance(e, Data)] == [t for t in whole if t is not Data]
 
 
 def test_pipelined_heads_count_only_their_own_bytes_against_the_head_limit() -> None:

@@ -27,7 +27,7 @@ from collections import deque
 from typing import Any
 
 from . import tls
-from .h1 import END, ProtocolError, Request, Response, error_response
+from .h1 import Data, EndOfMessage, Event, ProtocolError, Request, Response, error_response
 from .state import Cycle, ServerState, Upgraded, UpgradedCycle
 
 logger = logging.getLogger("tricorn.error")
@@ -82,7 +82,7 @@ class HttpConnection(asyncio.Protocol):
         self.cycle: Cycle | None = None
         self.request: Request | None = None
         self.response: Response | None = None
-        self.pending: deque[object] = deque()
+        self.pending: deque[Event] = deque()
         self.deadline = 0.0
         self._body_deadline = 0.0  # while a body is awaited (the sweep checks it)
         self._body_moved = False  # body bytes came since the sweep last looked
@@ -195,24 +195,26 @@ class HttpConnection(asyncio.Protocol):
 
     # requests ------------------------------------------------------------------------------
 
-    def _dispatch(self, event: object) -> None:
-        cls = event.__class__
-        if self.pending or (cls is Request and (self.cycle is not None or self._next_on_drain)):
+    def _dispatch(self, event: Event) -> None:
+        cycle = self.cycle
+        if self.pending or (type(event) is Request and (cycle is not None or self._next_on_drain)):
             self.pending.append(event)
             self._set_paused(pipeline=True)
-        elif cls is bytes:
+        elif type(event) is Data:
             self._body_moved = True
-            self.cycle.feed_body(event)  # type: ignore[union-attr, arg-type]
-        elif event is END:
+            if cycle is not None:  # always: body comes after its Request
+                cycle.feed_body(event.data)
+        elif type(event) is EndOfMessage:
             if not self.body_done:  # a request without a body (or one already answered) needs no word
                 self.body_done = True
-                self.cycle.end_body()  # type: ignore[union-attr]
-        elif cls is Request:
-            self._start(event)  # type: ignore[arg-type]
-        elif self.cycle is not None and self.body_done:
+                if cycle is not None:
+                    cycle.end_body()
+        elif type(event) is Request:
+            self._start(event)
+        elif cycle is not None and self.body_done:
             self.pending.append(event)  # answer the request in progress first, then refuse
-        else:
-            self._refuse(event)  # type: ignore[arg-type]
+        elif type(event) is ProtocolError:
+            self._refuse(event)
 
     def settle(self) -> None:
         """Stop counting as a request on its way (accept.py): the connection ended, or sent nothing
@@ -379,7 +381,7 @@ class HttpConnection(asyncio.Protocol):
             self.pending = deque()
             while pending:
                 event = pending.popleft()
-                if self.cycle is not None and event.__class__ is Request:
+                if self.cycle is not None and type(event) is Request:
                     pending.appendleft(event)
                     self.pending = pending
                     return

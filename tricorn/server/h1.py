@@ -1,9 +1,10 @@
 """Sans-I/O HTTP/1.1 for the server side, over httptools (llhttp).
 
 Theory of operation. `RequestParser.receive_data(bytes)` returns the events those bytes complete,
-in order: a `Request` when a head is complete, `bytes` for each piece of body, `END` when the
-message is complete, and at most one `ProtocolError`, always last: after it the parser is dead and
-the connection must answer `error_response(error)` (if nothing else is in flight) and close.
+in order: a `Request` when a head is complete, `Data` for each piece of body, `END` (the one
+`EndOfMessage`) when the message is complete, and at most one `ProtocolError`, always last: after
+it the parser is dead and the connection must answer `error_response(error)` (if nothing else is
+in flight) and close.
 Pipelined requests simply produce several groups of events; the connection decides when to act
 on them. `Response` turns an app's status, headers and body pieces into bytes, choosing the
 framing (Content-Length, chunked, or close-delimited) and the keep-alive verdict.
@@ -28,18 +29,33 @@ import httptools
 from ..errors import ProtocolError
 
 __all__ = [
-    "END", "ProtocolError", "Request", "RequestParser", "Response", "ResponseError", "check_header", "error_response",
+    "END", "Data", "EndOfMessage", "Event", "ProtocolError", "Request", "RequestParser", "Response", "ResponseError",
+    "check_header", "error_response",
 ]
 
 
-class _EndOfMessage:
+class Data:
+    """A piece of a request body, as it arrived (chunked framing removed)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Data({self.data!r})"
+
+
+class EndOfMessage:
+    """The request's body is complete (or it had none). There is one: END."""
+
     __slots__ = ()
 
     def __repr__(self) -> str:
         return "END"
 
 
-END = _EndOfMessage()
+END = EndOfMessage()
 
 # The headers whose values decide framing, routing or the connection's fate; collected apart so
 # that on_headers_complete need not scan every header.
@@ -104,6 +120,9 @@ class Request:
         return f"<Request {self.method.decode()} {self.target!r} HTTP/{self.http_version}>"
 
 
+Event = Request | Data | EndOfMessage | ProtocolError
+
+
 class RequestParser:
     """Bytes in, events out, for one connection's requests."""
 
@@ -121,7 +140,7 @@ class RequestParser:
         self.limit_request_head = limit_request_head
         self.limit_request_body = limit_request_body
         self._parser = httptools.HttpRequestParser(self)
-        self._events: list[object] = []
+        self._events: list[Event] = []
         self._in_head = False
         self._head_bytes = 0
         self._url = b""
@@ -146,7 +165,7 @@ class RequestParser:
         """Whether any byte has arrived on this connection."""
         return bool(self._lead)
 
-    def receive_data(self, data: bytes) -> list[object]:
+    def receive_data(self, data: bytes) -> list[Event]:
         if self.dead:
             return []
         if self.held is not None:
@@ -207,7 +226,7 @@ class RequestParser:
         data, self.held, self.dead = self.held or b"", None, True
         return data
 
-    def resume(self) -> list[object]:
+    def resume(self) -> list[Event]:
         """The Upgrade was not taken: parse what followed it as HTTP."""
         data, self.held = self.held or b"", None
         return self.receive_data(data) if data else []
@@ -340,7 +359,7 @@ class RequestParser:
             self._body_bytes += len(body)
             if self._body_bytes > self.limit_request_body:
                 raise ProtocolError(413, "Request body too large")
-        self._events.append(body)
+        self._events.append(Data(body))
 
     def on_message_complete(self) -> None:
         self._messages += 1
