@@ -108,8 +108,8 @@ def test_open_loop_holds_its_rate(serve, tmp_path) -> None:
 def test_watch_is_sampled_as_the_measurement_starts_and_ends(target, tmp_path) -> None:
     """tune reads the server's CPU over the measured seconds: not the load processes' start, nor
     the warmup, nor the wait for the last answers."""
-    from tricorn.bench.command import Collector, Plan, run_processes
     from tricorn.bench.engine import Load
+    from tricorn.bench.runner import Collector, Plan, run_processes
     from tricorn.bench.scenario import Target, single
 
     url = target("delay:1000")

@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..bench.command import Collector, Plan, fell_behind, run_processes, summarize
 from ..bench.engine import Load, Watch
+from ..bench.runner import Collector, Plan, fell_behind, run_processes, summarize
 from ..bench.scenario import Scenario, Target
 from ..errors import UserError
 from ..host.resources import rss_bytes
