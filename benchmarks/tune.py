@@ -32,8 +32,11 @@ sys.path.insert(0, str(ROOT))
 from tricorn.bench import scenario as scenarios  # noqa: E402
 from tricorn.config import size  # noqa: E402
 from tricorn.host.resources import raise_open_files_limit  # noqa: E402
+from tricorn.tune.engines import BuiltinEngine  # noqa: E402
+from tricorn.tune.model import MIB, Trial  # noqa: E402
 from tricorn.tune.search import THREADS, Machine, plan_machine, worker_counts  # noqa: E402
-from tricorn.tune.trial import MIB, BuiltinEngine, ServerCommand, Trial, TrialRunner, Workload  # noqa: E402
+from tricorn.tune.server_process import ServerCommand  # noqa: E402
+from tricorn.tune.trial import TrialRunner, Workload  # noqa: E402
 
 APPS = {  # app: (threaded, tune options, environment)
     "cpu_wsgi": (True, [], {}),

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tricorn.tune.model import Step, Trial
 from tricorn.tune.search import Machine, Search
-from tricorn.tune.trial import Step, Trial
 
 
 @dataclass

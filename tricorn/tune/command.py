@@ -19,9 +19,12 @@ from ..config import duration, size
 from ..errors import ConfigError, UserError
 from ..host.resources import raise_open_files_limit
 from . import report
+from .engines import BuiltinEngine, LoadEngine
 from .locust import LocustEngine, locustfile
+from .model import MIB, Trial, TrialError
 from .search import HEADROOM, Machine, Search, describe, plan_machine, reason
-from .trial import MIB, BuiltinEngine, LoadEngine, ServerCommand, Trial, TrialError, TrialRunner, Workload
+from .server_process import ServerCommand
+from .trial import TrialRunner, Workload
 
 
 def build_parser() -> argparse.ArgumentParser:

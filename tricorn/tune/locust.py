@@ -27,7 +27,7 @@ from typing import Any
 from ..bench.engine import Load, Watch
 from ..bench.scenario import Scenario, Target
 from ..errors import ConfigError
-from .trial import TrialError
+from .model import TrialError
 
 REPORT_INTERVAL = 1.0  # seconds between a Locust worker's stats reports (the generated file sets it)
 MAX_USERS = 5000

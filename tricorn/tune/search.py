@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..host import resources
-from .trial import MIB, SATURATED, Trial, TrialRunner
+from .model import MIB, SATURATED, Trial
+from .trial import TrialRunner
 
 HEADROOM = 0.8  # the share of the memory limit a configuration may use
 TIE = 0.05  # throughputs this close are equal (trials on a busy machine vary by as much): prefer the cheaper

@@ -17,26 +17,20 @@ step, the trial says so: its number is a floor, not the server's limit.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shlex
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from ..bench.engine import Load, Watch
-from ..bench.runner import Collector, Plan, fell_behind, run_processes, summarize
+from ..bench.engine import Load
 from ..bench.scenario import Scenario, Target
-from ..errors import UserError
-from ..host.resources import rss_bytes
-from ..master import scoreboard
+from .engines import LoadEngine
+from .model import SATURATED, Step, Trial, TrialError
+from .procfs import idle_seconds, ticks
+from .server_process import ServerCommand, ServerProcess, free_port
 
 FULL_RAMP = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # × the probe's throughput
 QUICK_RAMP = (0.7, 0.9, 1.05, 1.25, 1.5, 2.0, 3.0)
@@ -53,126 +47,6 @@ CONNECTIONS = 1024  # the fewest an open-loop step opens, and the most the probe
 # that passes has about rate × latency in flight, so the generator never runs out of connections
 # before the server breaks the target (1024 connections cap a 50 ms app at 20,480 req/s).
 IN_FLIGHT = 1.5
-# Of its cores busy (over a step's measured seconds), the server is at its limit: more workers
-# could add at most idle / busy, 11% here, which screening cannot tell from noise (search.py), and a
-# generator that fell behind meanwhile did not hide a faster server.
-SATURATED = 0.9
-MIB = 1 << 20
-
-
-class TrialError(UserError):
-    """The app or the workload is wrong at any configuration: stop tuning and say what to change."""
-
-
-@dataclass
-class Step:
-    offered: float  # req/s the open loop started
-    duration: float  # seconds measured
-    throughput: float  # answers per second
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int  # transport errors and 5xx answers
-    server_cpu: float  # cores the server's processes used (over the measured seconds, with the builtin engine)
-    generator_cpu: float  # of one core, per load process
-    behind_ms: float  # the most the generator started a request late
-    passed: bool
-    generator_saturated: bool = False  # the generator, not the server, could not keep up
-    why: str = ""  # what broke the target
-    server_idle: float | None = None  # the server's cores' idle time, in cores (when pinned apart)
-    server_requests: int | None = None  # what the workers themselves counted (tricorn, 2+ workers)
-    loop_lag_ms: float | None = None  # the workers' largest event-loop lag at the step's end
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    def cores_busy(self, cores: int) -> float:
-        """How many of the server's `cores` it kept busy: their idle time when pinned, else its own CPU."""
-        return cores - self.server_idle if self.server_idle is not None else self.server_cpu
-
-
-@dataclass
-class Trial:
-    workers: int
-    threads: int | None  # None: the app does not use threads (ASGI), or --cmd has no {threads}
-    kind: str = "full"  # full | screen
-    command: str = ""
-    status: str = "pending"  # ok | failed | skipped | interrupted
-    note: str = ""
-    capacity: float = 0.0  # where the ramp's rates start from: the probe's throughput, or the expected one
-    service_ms: float = 0.0  # a request's mean latency over one connection (no queueing), when measured...
-    cpu_ms: float = 0.0  # ...and the server's CPU per request meanwhile, at most (0: too little to measure)...
-    thread_cpu_ms: float = 0.0  # ...and of it, outside the processes' main threads (a WSGI app's pool)
-    throughput: float = 0.0  # sustainable: the best step that met the target
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    server_cpu: float = 0.0
-    generator_cpu: float = 0.0
-    generator_bound: bool = False
-    rss_total: int = 0  # bytes, the server's processes together, at their peak
-    rss_worker: int = 0  # bytes, the mean of the serving processes
-    rss_base: int = 0  # bytes, the master (0 when one process serves)
-    fits: bool = True
-    wall_s: float = 0.0
-    steps: list[Step] = field(default_factory=list)
-    requests_per_worker: list[int] = field(default_factory=list)  # the server's own counters, at the end
-
-    @property
-    def label(self) -> str:
-        return f"{self.workers}×{self.threads}" if self.threads is not None else f"{self.workers}"
-
-    @property
-    def key(self) -> tuple[int, int | None]:
-        return self.workers, self.threads
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "workers": self.workers, "threads": self.threads, "kind": self.kind, "status": self.status,
-            "note": self.note, "command": self.command, "capacity_rps": round(self.capacity, 1),
-            "service_ms": round(self.service_ms, 3), "cpu_ms": round(self.cpu_ms, 3),
-            "thread_cpu_ms": round(self.thread_cpu_ms, 3),
-            "throughput": round(self.throughput, 1), "p50_ms": round(self.p50_ms, 2), "p99_ms": round(self.p99_ms, 2),
-            "server_cpu": round(self.server_cpu, 2), "generator_cpu": round(self.generator_cpu, 2),
-            "generator_bound": self.generator_bound, "rss_mb": round(self.rss_total / MIB, 1),
-            "rss_worker_mb": round(self.rss_worker / MIB, 1), "rss_base_mb": round(self.rss_base / MIB, 1),
-            "fits": self.fits, "wall_s": round(self.wall_s, 2), "requests_per_worker": self.requests_per_worker,
-            "steps": [{**{k: round(v, 2) if isinstance(v, float) else v for k, v in vars(s).items()},
-                       "error_rate": s.error_rate} for s in self.steps],
-        }
-
-
-@dataclass(frozen=True)
-class ServerCommand:
-    """How to start the server under test: tricorn itself, or a --cmd template."""
-
-    app: str | None = None  # tricorn APP
-    template: str | None = None  # --cmd, with {workers}, {threads}, {port}
-    extra: tuple[str, ...] = ()  # more tricorn options, after --
-
-    def argv(self, workers: int, threads: int | None, port: int) -> list[str]:
-        if self.template is not None:
-            return shlex.split(self.filled(workers, threads, port))
-        assert self.app is not None
-        argv = ["tricorn", self.app, "-b", f"127.0.0.1:{port}", "-w", str(workers),
-                "--no-access-log", "--log-level", "warning"]
-        if threads is not None:
-            argv += ["--threads", str(threads)]
-        return [*argv, *self.extra]
-
-    def filled(self, workers: int, threads: int | None, port: int | str = "{port}") -> str:
-        """The --cmd template for this configuration; by default the port is left for the user
-        to fill (a trial's was a free one of the moment)."""
-        assert self.template is not None
-        return self.template.format(workers=workers, threads=threads or 1, port=port)
-
-    def counted(self, workers: int) -> bool:
-        """Whether the server keeps a scoreboard to read: tricorn's master, with 2+ workers."""
-        return self.template is None and workers > 1
-
-    def process_argv(self, argv: list[str]) -> list[str]:
-        """What to execute: tricorn through this interpreter, so it need not be on PATH."""
-        return [sys.executable, "-m", "tricorn", *argv[1:]] if self.template is None else argv
 
 
 @dataclass(frozen=True)
@@ -186,195 +60,6 @@ class Workload:
     step: float  # seconds each full step measures
     server_cores: frozenset[int] | None = None
     start_timeout: float = 30.0
-
-
-def idle_seconds(cores: frozenset[int]) -> float:
-    """The idle (and I/O wait) time of these CPUs since boot, from /proc/stat."""
-    total = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *fields = line.split()
-            if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cores:
-                total += int(fields[3]) + int(fields[4])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _ticks(stat_files: Iterable[str]) -> int:
-    """utime + stime, in clock ticks, of these /proc stat files (those gone since count 0)."""
-    total = 0
-    for path in stat_files:
-        try:
-            with open(path) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """The server under test, in its own session so that it and its workers stop together."""
-
-    def __init__(self, argv: Sequence[str], cores: frozenset[int] | None, counted_workers: int = 0) -> None:
-        """`counted_workers`: how many workers tricorn's scoreboard will show (0: it keeps none)."""
-        self.argv = list(argv)
-        self.cores = cores
-        self.workers = counted_workers
-        self.log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed by stop()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.scoreboard: str | None = None
-        if counted_workers:
-            fd, self.scoreboard = tempfile.mkstemp(prefix="tricorn-scoreboard-")
-            os.close(fd)
-        self.served = 0  # the workers' requests at the last reading
-
-    def start(self) -> None:
-        cores = self.cores
-
-        def pin() -> None:
-            if cores:
-                os.sched_setaffinity(0, cores)
-
-        try:
-            env = {**os.environ, "TRICORN_SCOREBOARD": self.scoreboard} if self.scoreboard else None
-            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                                            start_new_session=True, preexec_fn=pin, env=env)
-        except OSError as exc:
-            raise TrialError(f"cannot start {self.argv[0]}: {exc.strerror}; check --cmd") from None
-
-    def output_tail(self, lines: int = 3) -> str:
-        self.log.seek(0)
-        text = self.log.read().decode(errors="replace").strip().splitlines()
-        return " | ".join(line.strip() for line in text[-lines:])
-
-    def wait_ready(self, port: int, path: str, timeout: float) -> None:
-        """Until the server answers an HTTP request on `port` (any status: the probe judges it) and,
-        where it keeps a scoreboard, every worker listens: connections opened while one still
-        starts all go to the others, and stay there (keep-alive)."""
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
-        answered = False
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                raise TrialError(f"the server exited with code {code} before it answered: "
-                                 f"{self.output_tail() or 'no output'}")
-            try:
-                if not answered:
-                    with socket.create_connection(("127.0.0.1", port), timeout=min(2.0, timeout)) as sock:
-                        sock.sendall(request)
-                        answered = sock.recv(5) == b"HTTP/"
-            except OSError:
-                pass
-            listening = len(scoreboard.read_file(self.scoreboard)) if self.scoreboard else self.workers
-            if answered and listening >= self.workers:
-                return
-            if time.monotonic() > deadline:
-                if answered:
-                    raise TrialError(f"only {listening} of {self.workers} workers started within {timeout:g}s: "
-                                     f"{self.output_tail() or 'no output'} (a slow app: raise --start-timeout)")
-                raise TrialError(f"the server did not answer on port {port} within {timeout:g}s: does the command "
-                                 "bind the {port} it is given? (a slow app: raise --start-timeout)")
-            time.sleep(0.05)
-
-    def pids(self) -> list[int]:
-        """The server and every process under it."""
-        assert self.process is not None
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(ppid, []).append(int(entry))
-        found, queue = [], [self.process.pid]
-        while queue:
-            pid = queue.pop()
-            found.append(pid)
-            queue.extend(children.get(pid, ()))
-        return found
-
-    def cpu_seconds(self) -> float:
-        return _ticks(f"/proc/{pid}/stat" for pid in self.pids()) / os.sysconf("SC_CLK_TCK")
-
-    def side_thread_seconds(self) -> float:
-        """The CPU time of every thread but each process's main one: where tricorn (and gunicorn's
-        gthread workers) run a WSGI app, while tricorn's main thread runs the event loop."""
-        stats = []
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                stats += [f"/proc/{pid}/task/{tid}/stat" for tid in os.listdir(f"/proc/{pid}/task") if tid != str(pid)]
-        return _ticks(stats) / os.sysconf("SC_CLK_TCK")
-
-    def memory(self) -> tuple[int, int, int]:
-        """Total RSS, the mean of the serving processes, and the master's (0 for one process)."""
-        assert self.process is not None
-        pids = self.pids()
-        sizes = {pid: rss_bytes(pid) for pid in pids}
-        total = sum(sizes.values())
-        serving = [size for pid, size in sizes.items() if pid != self.process.pid and size]
-        if not serving:
-            return total, total, 0
-        return total, sum(serving) // len(serving), sizes.get(self.process.pid, 0)
-
-    def counters(self) -> tuple[list[int], float] | None:
-        """The workers' request counts and largest loop lag (ms), from tricorn's scoreboard."""
-        if self.scoreboard is None:
-            return None
-        slots = scoreboard.read_file(self.scoreboard)
-        return [slot["requests"] for slot in slots], max((slot["lag_ms"] for slot in slots), default=0.0)
-
-    def stop(self, grace: float = 10.0) -> None:
-        process = self.process
-        if process is None:
-            return
-        try:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(grace)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        finally:
-            # Workers a dead master left behind: the session is ours, started above.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            self.log.close()
-            if self.scoreboard is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.scoreboard)
-
-
-class LoadEngine(Protocol):
-    def measure(self, target: Target, scenario: Scenario, load: Load, watch: Watch | None = None) -> dict[str, Any]:
-        """Offer `load`; the numbers in `tricorn bench --json`'s shape, plus generator_saturated,
-        and where the engine can, "watched": how fast what `watch()` returns grew while it measured."""
-
-
-class BuiltinEngine:
-    """tricorn bench's engine, in processes forked from here (on the generator's cores)."""
-
-    def __init__(self, procs: int) -> None:
-        self.procs = procs
-
-    def measure(self, target: Target, scenario: Scenario, load: Load, watch: Watch | None = None) -> dict[str, Any]:
-        plan = Plan(target, scenario, load, self.procs, watch)
-        collector = Collector(plan.procs, None)
-        run_processes(plan, collector)
-        summary = summarize(plan, collector)
-        summary["generator_saturated"] = fell_behind(summary["open_loop_late"], summary["requests"])
-        summary["watched"] = collector.watched
-        return summary
 
 
 class TrialRunner:
@@ -432,7 +117,7 @@ class TrialRunner:
         stat_files = [f"/proc/{pid}/stat" for pid in server.pids()]
 
         def watch() -> tuple[float, float]:
-            return _ticks(stat_files) / os.sysconf("SC_CLK_TCK"), idle_seconds(cores) if cores else 0.0
+            return ticks(stat_files) / os.sysconf("SC_CLK_TCK"), idle_seconds(cores) if cores else 0.0
 
         before, wall_before = watch(), time.monotonic()
         summary = self.engine.measure(target, scenario, load, watch)
