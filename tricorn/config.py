@@ -200,9 +200,8 @@ class Config:
     )
     gc_threshold: int = setting(
         10_000, "--gc-threshold", parse=non_negative_int, metavar="N",
-        help="collect cyclic garbage after N new objects (Python's default, 700, makes a worker with many "
-        "requests in flight spend a third of its CPU in collections), and freeze what exists once the app "
-        "has loaded; 0 leaves Python's collector as it is",
+        help="collect cyclic garbage after N new objects (Python's default is 700, costly with many requests "
+        "in flight), and freeze what exists once the app has loaded; 0 leaves Python's collector as it is",
     )
     preload: bool = setting(
         False, "--preload", parse=boolean,

@@ -1,13 +1,11 @@
 """Python's cyclic garbage collector, set for a server.
 
-A worker keeps each request's objects alive for as long as the request is in flight: with 1,000
-requests waiting 50 ms each (examples.tuning:io_asgi at 20,000 req/s), tens of thousands of young
-objects outlive every collection that Python's default threshold (700 new objects) triggers.
-Each collection walks them, promotes them, and soon a full collection walks the whole heap: on one
-core that worker spent a third of its CPU in collections, up to 150 ms at a time, and served
-18,000 req/s where 10,000 new objects per collection let it serve 24,000 (docs/benchmarks.md).
-Ray Serve's proxy uses the same threshold. The cost: cyclic garbage waits longer to be freed (an
-app leaving 1 KB in a cycle per request held 11 MB more at its peak).
+A worker keeps each request's objects alive for as long as the request is in flight: with many
+requests in flight, tens of thousands of young objects outlive every collection that Python's
+default threshold (700 new objects) triggers. Each collection walks them, promotes them, and soon
+a full collection walks the whole heap. 10,000 new objects per collection (Ray Serve's proxy uses
+the same threshold) makes those collections rare; the cost is cyclic garbage freed later. What
+each costs, measured: docs/benchmarks.md, "The garbage collector".
 
 The app's own objects (modules, routes, settings) live as long as the process: once it has
 loaded they are frozen (gc.freeze), so full collections skip them; with --preload, before the

@@ -2,12 +2,12 @@
 
 An event loop's server accepts every connection waiting in the kernel's queue at each wakeup, so
 the worker that happens to run first takes a burst of connections, keeps them (keep-alive), and
-queues their requests behind its busy threads while the other workers' threads wait: measured
-with 4 workers x 128 threads on one core, 149 / 113 / 57 / 6 connections, and the first worker's
-threads all busy. Gunicorn's gthread workers do the same (gunicorn issues #2191, #3433: two slow
-requests on a worker with one thread, the other worker idle). Here a WSGI worker accepts one
-connection per wakeup, and none while every thread has a request or one on its way (a connection
-just accepted), which leaves the kernel's queue to the workers with a free thread.
+queues their requests behind its busy threads while the other workers' threads wait (the spread
+measured before and after: docs/benchmarks.md). Gunicorn's gthread workers do the same (gunicorn
+issues #2191, #3433: two slow requests on a worker with one thread, the other worker idle). Here
+a WSGI worker accepts one connection per wakeup, and none while every thread has a request or one
+on its way (a connection just accepted), which leaves the kernel's queue to the workers with a
+free thread.
 """
 
 from __future__ import annotations

@@ -15,13 +15,11 @@ GIL a worker runs one request's Python at a time, so an app that is all CPU gain
 threads beyond the ones that overlap its I/O (and the loop's share of the request, which more
 threads do overlap).
 Likewise, tricorn's async workers beyond the CPUs are tried only when the trial at workers =
-CPUs left CPU time idle at its highest load (used less than SATURATED of its cores): with its
-collector set for many requests in flight (collector.py), 2, 3 or 4 workers on one core served
-0.99 of 1 worker's rate (docs/tuning.md). Not for threaded workers, nor another server's event
-loops (--cmd): on one busy core, examples.tuning:memory_wsgi (0.1 ms a request) served 20-30%
-more with 2 workers than with 1 under the tuner's open loop (every 2 × N above every 1 × N in
-the grid; each request crosses from the loop to a thread and back, which a second process
-overlaps), and uvicorn with io_asgi 5-10% more with 2-4 workers.
+CPUs left CPU time idle at its highest load (used less than SATURATED of its cores): a second
+event loop on a core that one keeps busy has nothing to add. Threaded workers and another
+server's event loops (--cmd) are tried past busy CPUs all the same: a second process on a busy
+core overlaps each request's crossing from the loop to a thread and back, and other servers'
+loops do gain from it (the measurements: docs/benchmarks.md, "tricorn tune vs the exhaustive grid").
 The best screened candidate, and the runner-up when within 10% of it and either faster or
 cheaper (one slower and dearer could only win by beating the screens' ranking by more than TIE),
 then get full trials, their ramps starting from what the screen sustained; the recommendation
@@ -169,8 +167,7 @@ class Search:
     def _climb(self, values: Sequence[Any], start: Any, key: Callable[[Any], tuple[int, int | None]]) -> Any:
         """Move along one axis towards the better neighbour while it gains more than TIE. Past a
         neighbour within TIE of it (level, either way), look one further: gains too small to tell
-        apart one step at a time can add up (on one core, uvicorn with io_asgi: 1 → 2 workers +5%,
-        which one screen can measure as a loss, → 4 workers +10%)."""
+        apart one step at a time, which one screen can even measure as a loss, can add up."""
         index = values.index(start)
         current = self._screen(*key(start))
         while True:

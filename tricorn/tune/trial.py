@@ -123,8 +123,8 @@ class TrialRunner:
         summary = self.engine.measure(target, scenario, load, watch)
         wall = max(1e-9, time.monotonic() - wall_before)
         # Over the engine's measured seconds where it can say: the whole call also holds the load
-        # processes' start and end, when the server has nothing to do (on one core, in 0.7 s
-        # screening steps, 20-40% idle at rates it could not keep up with).
+        # processes' start and end, when the server has nothing to do, and short screening steps
+        # would read a saturated server as partly idle.
         whole = [(end - start) / wall for start, end in zip(before, watch(), strict=True)]
         server_cpu, idle = summary.get("watched") or whole
         idle_cores = idle if cores else None
@@ -266,7 +266,7 @@ class TrialRunner:
         workload = self.workload
         # A generator that fell behind while the server's pinned cores were busy hid no faster
         # server: the server was at its limit, and its queue had the generator opening connection
-        # after connection (io_asgi on one core: 1-2% of requests late at p99 1.5 s).
+        # after connection.
         cores = len(workload.server_cores or ())
         server_busy = bool(cores) and step.cores_busy(cores) >= SATURATED * cores
         step.generator_saturated = summary["generator_saturated"] and not server_busy
