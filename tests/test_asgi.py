@@ -94,6 +94,7 @@ def test_exception_after_the_response_started_closes_the_connection(serve) -> No
     [
         ("/body-before-start", "expected 'http.response.start' first, got 'http.response.body'"),
         ("/str-body", "body must be bytes, got str"),
+        ("/str-status", "invalid status code '200'; expected an int from 100 to 999"),
         ("/no-response", "returned without sending 'http.response.start'"),
         ("/bad-header", "has a CR, LF or NUL in its value"),
         ("/too-long", "more body than its content-length"),  # found before the head was written

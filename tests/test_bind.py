@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import time
@@ -69,8 +70,8 @@ def test_running_out_of_file_descriptors_does_not_kill_the_server(serve, app: st
     if "-w" in args:  # accept.py takes them a few at a time, and says when accept() fails
         server.wait_for(lambda: "accept() failed: [Errno 24] Too many open files; retrying in 1s" in server.stderr,
                         what="EMFILE")
-    else:
-        time.sleep(0.5)  # the server is now failing accept() with EMFILE
+    else:  # the event loop's server accepts until every descriptor is taken, and then fails with EMFILE
+        server.wait_for(lambda: len(os.listdir(f"/proc/{server.proc.pid}/fd")) >= limit, what="EMFILE")
     for sock in flood:
         sock.close()
     deadline = time.monotonic() + 10

@@ -14,8 +14,7 @@ import pytest
 def _wait_in_flight(server, path: str):
     pool = concurrent.futures.ThreadPoolExecutor(1)
     future = pool.submit(httpx.get, server.url + path, timeout=30)
-    server.wait_for(lambda: httpx.get(server.url + "/").status_code == 200, what="server up")
-    time.sleep(0.3)  # the slow request is now inside the app
+    server.wait_for(lambda: "sleeping" in server.records(), what="the slow request inside the app")
     return pool, future
 
 
@@ -29,14 +28,14 @@ def test_sigterm_lets_in_flight_requests_finish(serve, app: str) -> None:
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         assert idle.recv(10) == b""  # idle keep-alive connections are closed promptly...
-        assert time.monotonic() - started < 2.0  # ...after the 0.25 s drain grace, not after --keep-alive (5 s)
+        assert time.monotonic() - started < 4.0  # ...after the 0.25 s drain grace, not after --keep-alive (5 s)
         response = slow.result()
         assert response.status_code == 200
         assert response.headers.get("connection") == "close"
         assert server.wait() == 0
         pool.shutdown()
     if app.startswith("asgi"):
-        assert server.records() == ["startup", "shutdown"]
+        assert [r for r in server.records() if r != "sleeping"] == ["startup", "shutdown"]
 
 
 def test_graceful_timeout_bounds_the_wait(serve) -> None:

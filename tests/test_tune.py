@@ -336,6 +336,17 @@ def _servers_of(marker: str) -> list[int]:
     return found
 
 
+def _sockets_of(pids: list[int]) -> int:
+    count = 0
+    for pid in pids:
+        try:
+            count += sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+                         for fd in os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+    return count
+
+
 def test_ctrl_c_stops_the_trial_and_every_server(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
     marker = "examples.tuning:io_wsgi"
@@ -346,7 +357,9 @@ def test_ctrl_c_stops_the_trial_and_every_server(tmp_path: Path) -> None:
         while not _servers_of(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _servers_of(marker), "no trial server started"
-        time.sleep(1.5)  # into the trial's load
+        while _sockets_of(_servers_of(marker)) < 8 and time.monotonic() < deadline:
+            time.sleep(0.1)  # until the trial's load has connected: the server holds its connections
+        assert _sockets_of(_servers_of(marker)) >= 8, "the trial's load never connected"
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
     finally:
@@ -356,7 +369,9 @@ def test_ctrl_c_stops_the_trial_and_every_server(tmp_path: Path) -> None:
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "trials" in stdout, stdout + stderr
     assert json.loads(out.read_text())["trials"][0]["status"] == "interrupted"
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while _servers_of(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not _servers_of(marker), "a trial server outlived the tuner"
 
 

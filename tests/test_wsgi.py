@@ -84,11 +84,11 @@ def test_slow_requests_do_not_block_the_event_loop(serve) -> None:
     """Two threads busy in time.sleep; a third request is served on the remaining thread at once."""
     server = serve("wsgi_apps:app", "--threads", "3")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = [pool.submit(httpx.get, server.url + "/sleep?1.5", timeout=10) for _ in range(2)]
-        time.sleep(0.3)
+        slow = [pool.submit(httpx.get, server.url + "/sleep?4", timeout=10) for _ in range(2)]
+        server.wait_for(lambda: server.records().count("sleeping") == 2, what="both slow requests in the app")
         started = time.monotonic()
         assert httpx.get(server.url + "/", timeout=10).status_code == 200
-        assert time.monotonic() - started < 1.2  # answered while both slow requests still sleep (1.5 s)
+        assert time.monotonic() - started < 3.0  # answered while both slow requests still sleep (4 s)
         threads = {f.result().json()["thread"] for f in slow}
     assert len(threads) == 2
 

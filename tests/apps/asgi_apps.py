@@ -84,6 +84,9 @@ async def app(scope, receive, send):
         raise RuntimeError("boom after the response started")
     elif path == "/body-before-start":
         await send({"type": "http.response.body", "body": b"x"})
+    elif path == "/str-status":
+        await send({"type": "http.response.start", "status": "200", "headers": []})
+        await send({"type": "http.response.body", "body": b"x"})
     elif path == "/str-body":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": "not bytes"})
@@ -103,6 +106,7 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"short"})
     elif path == "/sleep":
         seconds = float(scope["query_string"] or b"1")
+        _record("sleeping")  # the tests' sign that the request is inside the app
         await asyncio.sleep(seconds)
         await _respond(send, 200, b"slept")
     elif path == "/count-upload":

@@ -130,6 +130,7 @@ def _app(environ, start_response):
                 yield piece
         return gen()
     if path == "/sleep":
+        _record("sleeping")  # the tests' sign that the request is inside the app
         time.sleep(float(environ["QUERY_STRING"] or "1"))
         return _json(start_response, {"thread": threading.current_thread().name, "pid": os.getpid()})
     if path == "/rss":
