@@ -173,6 +173,19 @@ def _request(method: bytes = b"GET", version: str = "1.1", keep_alive: bool = Tr
     return Request(method, b"/", b"/", b"", version, [], keep_alive, False, False, None)
 
 
+def test_a_response_records_whether_its_head_promised_keep_alive() -> None:
+    """The connection keeps a connection whose response promised keep-alive even when it learns
+    of a stop after the head went out (keep_alive may be lowered then; the promise stands)."""
+    kept = Response(_request())
+    kept.start(200, [], b"x", False)
+    kept.keep_alive = False  # the stop, after the head
+    assert kept.promised_keep_alive
+    closing = Response(_request(keep_alive=False))
+    assert b"connection: close" in closing.start(200, [], b"x", False) and not closing.promised_keep_alive
+    ten = Response(_request(version="1.0", keep_alive=True))
+    assert b"connection: keep-alive" in ten.start(200, [], b"x", False) and ten.promised_keep_alive
+
+
 def test_whole_body_gets_a_content_length() -> None:
     response = Response(_request(), server_header=False, date=False)
     data = response.start(200, [(b"content-type", b"text/plain")], b"hello", False)

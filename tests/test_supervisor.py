@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -261,9 +262,25 @@ def test_max_requests_recycles_workers_under_load_with_zero_failures(serve) -> N
             time.sleep(0.005)  # leaves the heartbeat tick time to notice the count
     assert failures == []
     assert len(set(answered)) >= 3, "no worker was recycled"
-    assert "asks to retire (--max-requests" in server.stderr
+    assert "Reached --max-requests" in server.stderr
     server.wait_for(lambda: sum(alive(pid) for pid in booted(server)) == 2, what="the retiring worker drained")
     assert server.stop() == 0
+
+
+@pytest.mark.parametrize("app", ["asgi_apps:pid", "wsgi_apps:pid"])
+def test_max_requests_is_not_overshot_under_keep_alive_load(serve, app: str) -> None:
+    """Past --max-requests (+ jitter) a worker answers `connection: close`, stops accepting and exits
+    once its requests in flight are done: at most one more per client connection (one worker served
+    175 of a 50 + 10 limit when it kept serving its keep-alive connections until its successor was
+    ready)."""
+    clients = 4
+    server = serve(app, "-w", "2", "--max-requests", "50", "--max-requests-jitter", "10", "--no-access-log")
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    with Load(server.url + "/", clients=clients) as load:
+        server.wait_for(lambda: len(set(load.answered)) >= 5, timeout=30, what="three workers recycled")
+    assert load.failures == []
+    served = collections.Counter(load.answered)
+    assert max(served.values()) <= 50 + 10 + clients, served
 
 
 def test_crash_loop_backs_off_then_stops_the_master(serve) -> None:

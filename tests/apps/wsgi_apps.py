@@ -184,3 +184,9 @@ def hangs(environ, start_response):
         stuck_in_a_slow_query(60)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
+
+
+def pid(environ, start_response):
+    """Answers with the serving process's pid."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]

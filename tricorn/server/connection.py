@@ -238,6 +238,8 @@ class HttpConnection(asyncio.Protocol):
             return
         server.in_flight += 1
         server.requests += 1
+        if server.requests == server.max_requests:
+            server.on_max_requests()  # this response already says `connection: close`
         self.request = request
         if self.trusted_proxy:
             request.client, request.scheme = server.proxies.resolve(  # type: ignore[union-attr]
@@ -355,9 +357,14 @@ class HttpConnection(asyncio.Protocol):
         self.websocket = None
         if self.closed:
             return
+        # Stopping, a connection is still kept when its response promised keep-alive (it was sent
+        # before the connection heard of the stop): the client may send its next request at once,
+        # which is answered `connection: close`; closing here would lose it.
         keep = (
-            response is not None and response.keep_alive and response.complete_length
-            and not server.shutting_down and not (self.eof and not self.pending)
+            response is not None and response.complete_length
+            and ((response.promised_keep_alive and not self.transport.is_closing()) if server.shutting_down
+                 else response.keep_alive)
+            and not (self.eof and not self.pending)
         )
         if not keep:
             self.transport.close()
@@ -368,6 +375,8 @@ class HttpConnection(asyncio.Protocol):
             self._set_paused(body=False)
             return
         self.next_request()
+        if server.shutting_down:
+            self.shutdown(server.hurry)
 
     def next_request(self) -> None:
         """Start what is pending, or wait idle for the next request; while the client is not
@@ -448,15 +457,16 @@ class HttpConnection(asyncio.Protocol):
         self.request = None  # logged: the app's own ending adds no second line
         self._refuse(ProtocolError(408, "Request timeout: the request body stopped arriving (--timeout-body)"))
 
-    def shutdown(self) -> None:
+    def shutdown(self, hurry: bool = True) -> None:
         """Stop keeping this connection alive: a busy one closes after its response; an idle one
-        after DRAIN_IDLE. Closing an idle connection at once races a request already on the wire
-        (the client sees a reset, not a refusal); a request that arrives within DRAIN_IDLE is
-        answered with `connection: close` instead, and the client reconnects to another worker."""
+        after DRAIN_IDLE (`hurry`), else at its own deadline (keep-alive, header timeout). Closing
+        an idle connection at once races a request already on the wire (the client sees a reset,
+        not a refusal); a request that arrives before the deadline is answered with `connection:
+        close` instead, and the client reconnects to another worker."""
         if self.websocket is not None:
             self.websocket.shutdown()
         elif self.cycle is None:
-            if self.idle or not self.parser.started:
+            if hurry and (self.idle or not self.parser.started):
                 self.deadline = self.loop.time() + DRAIN_IDLE
         elif self.response is not None:
             self.response.keep_alive = False  # says `connection: close` if its head is not out yet

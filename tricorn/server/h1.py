@@ -448,11 +448,13 @@ class Response:
         "bytes_sent",
         "headers",
         "keep_alive",
+        "promised_keep_alive",
         "status",
     )
 
     def __init__(self, request: Request, server_header: bool = True, date: bool = True) -> None:
         self.keep_alive = request.keep_alive
+        self.promised_keep_alive = False  # what the head sent said; keep_alive may change after it
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.bytes_sent = 0
@@ -529,8 +531,10 @@ class Response:
             tail.append(b"connection: close\r\n\r\n")
         elif self._http10:
             tail.append(b"connection: keep-alive\r\n\r\n")
+            self.promised_keep_alive = True
         else:
             tail.append(b"\r\n")
+            self.promised_keep_alive = True
         head = block + b"".join(tail)
         return head + self.data(body, more_body) if body or not more_body else head
 

@@ -59,7 +59,7 @@ class Connection(Protocol):
     transport: asyncio.Transport
 
     def check_deadline(self, now: float) -> None: ...
-    def shutdown(self) -> None: ...
+    def shutdown(self, hurry: bool = True) -> None: ...
 
 
 class Acceptor(Protocol):
@@ -67,6 +67,10 @@ class Acceptor(Protocol):
 
     def start(self) -> None: ...
     def close(self) -> None: ...
+
+
+def _nothing() -> None:
+    pass
 
 
 class ServerState:
@@ -88,6 +92,10 @@ class ServerState:
         self.accept_paused = False
         self.starting = 0
         self.shutting_down = False
+        self.hurry = True  # stopping: idle connections close after DRAIN_IDLE, not at their deadline
+        # --max-requests (a worker under a master): at this count, on_max_requests() stops the worker
+        self.max_requests = 0
+        self.on_max_requests: Callable[[], None] = _nothing
         # Read on every request: kept here rather than behind config.
         self.timeout_header = config.timeout_header
         self.timeout_body = config.timeout_body

@@ -59,6 +59,7 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._signals = 0
         self._sweep_handle: asyncio.TimerHandle | None = None
+        self._retiring = False
 
     def run(self) -> int:
         if self.heartbeat is not None:
@@ -95,6 +96,9 @@ class Worker:
         # HUP is the master's to handle (`pkill -HUP tricorn` reaches the workers too); alone, say why nothing happens.
         loop.add_signal_handler(signal.SIGHUP, self._hup)
         state = ServerState(config, loop, self.access_log)
+        if self.heartbeat is not None and self.max_requests:
+            state.max_requests = self.max_requests
+            state.on_max_requests = lambda: self._retire(state)
 
         lifespan = None
         if self.interface == "wsgi":
@@ -147,12 +151,19 @@ class Worker:
         for accepting in state.acceptors:
             accepting.close()
         state.shutting_down = True
+        state.hurry = not self._retiring  # retiring, the successor is already starting: no hurry
         for conn in list(state.connections):
-            conn.shutdown()
-        await self._serve_backlog(loop, state, backlog)
+            conn.shutdown(state.hurry)
+        if self._retiring:  # the listen queue is the other workers' to serve
+            for sock in backlog:
+                sock.close()
+        else:
+            await self._serve_backlog(loop, state, backlog)
         # The sweep goes on closing connections as they fall idle (connection.shutdown).
         deadline = loop.time() + config.graceful_timeout
-        while (state.in_flight or state.connections) and loop.time() < deadline:
+        quiet = 0  # a connection accepted just before the listeners closed is made a loop pass later
+        while quiet < 2 and loop.time() < deadline:
+            quiet = 0 if state.in_flight or state.connections else quiet + 1
             await asyncio.sleep(0.02)
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
@@ -182,6 +193,19 @@ class Worker:
                     client.setblocking(False)
                     _, conn = await loop.connect_accepted_socket(lambda: HttpConnection(state), client)
                     conn.shutdown()
+
+    def _retire(self, state: ServerState) -> None:
+        """--max-requests reached: every response from now on says `connection: close`, no new
+        connection is taken, and the worker exits once its requests in flight are answered (the
+        master starts its successor). So it serves at most one request more per connection; an idle
+        keep-alive connection gets until its keep-alive deadline to send that request."""
+        logger.info("Reached --max-requests (%d requests): finishing the %d in progress, then exiting",
+                    self.max_requests, state.in_flight)
+        self._retiring = True
+        state.shutting_down = True
+        state.hurry = False
+        assert self._stop is not None
+        self._stop.set()
 
     def _should_retire(self, state: ServerState) -> bool:
         """--max-requests, --max-worker-lifetime, --max-worker-memory: ask the master for a successor."""
