@@ -194,12 +194,10 @@ def test_sigterm_to_the_master_drains_in_flight_requests(serve) -> None:
     assert not any(alive(pid) for pid in booted(server))
 
 
-@pytest.mark.parametrize(("app", "args", "function"), [
-    ("asgi_apps:hangs", (), "block_the_loop_forever"),
-    ("wsgi_apps:hangs", ("--threads", "1"), "stuck_in_a_slow_query"),
-])
-def test_hung_worker_is_killed_with_its_traceback(serve, app: str, args: tuple[str, ...], function: str) -> None:
-    server = serve(app, "-w", "2", "--timeout", "2", "--no-access-log", *args)
+def test_hung_worker_is_killed_with_its_traceback(serve) -> None:
+    """A blocked event loop: the master kills the worker, which logs every thread's stack first."""
+    app, function = "asgi_apps:hangs", "block_the_loop_forever"
+    server = serve(app, "-w", "2", "--timeout", "2", "--no-access-log")
     server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
     with pytest.raises(httpx.HTTPError):
         httpx.get(server.url + "/block", timeout=20)
@@ -208,6 +206,28 @@ def test_hung_worker_is_killed_with_its_traceback(serve, app: str, args: tuple[s
     log = server.stderr
     assert re.search(r"WORKER TIMEOUT \(pid \d+\): stack above", log)
     assert function in log and "(most recent call first)" in log  # faulthandler's stack dump
+    assert httpx.get(server.url + "/", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("threads", ["4", "1"])
+def test_a_wsgi_request_stuck_past_the_timeout_is_logged_and_its_worker_replaced(serve, threads: str) -> None:
+    """One request hangs in one thread, the others serve on: at --timeout its stack goes to the log
+    with its method, path and age, and its worker is replaced, without waiting for it."""
+    server = serve("wsgi_apps:hangs", "-w", "2", "--threads", threads, "--timeout", "2", "--no-access-log")
+    server.wait_for(lambda: len(booted(server)) == 2, what="two workers")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as stuck:
+        stuck.sendall(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+        logged = server.wait_for(
+            lambda: re.search(r"\[(\d+)\] \[ERROR\] WSGI request GET /block still running after ([\d.]+)s "
+                              r"\(--timeout 2s\); replacing this worker", server.stderr),
+            timeout=15, what="the stuck request logged")
+        victim, age = int(logged[1]), float(logged[2])
+        assert 2 <= age < 5
+        assert "stuck_in_a_slow_query" in server.stderr and "Thread tricorn-wsgi-" in server.stderr
+        server.wait_for(lambda: not alive(victim) and len(booted(server)) == 3, timeout=10,
+                        what="the worker replaced within seconds, not after its 60 s request")
+        assert stuck.recv(65536) == b""  # the abandoned request's connection ends with its worker
+    assert "WORKER TIMEOUT" not in server.stderr  # it left by itself; the master killed nothing
     assert httpx.get(server.url + "/", timeout=5).status_code == 200
 
 

@@ -328,8 +328,8 @@ class Supervisor:
                     child.aborted_at = float("inf")
                 continue
             if child.generation == self.generation and self.scoreboard.wants_retirement(child.slot):
-                logger.info("Worker (pid %d) asks to retire (--max-requests, --max-worker-memory or "
-                            "--max-worker-lifetime): starting its successor", pid)
+                logger.info("Worker (pid %d) asks to retire (--max-requests, --max-worker-memory, "
+                            "--max-worker-lifetime, or a request past --timeout): starting its successor", pid)
                 child.generation = -1  # no longer counted, so a successor is spawned
                 child.retiring = True  # and it drains once the successor is READY
             silent = now - self.scoreboard.read(child.slot)[1]

@@ -32,7 +32,7 @@ from .asgi import ASGI2App, ASGIAdapter, Lifespan, LifespanFailure
 from .connection import HttpConnection
 from .state import ServerState
 from .ws import WebSocketAdapter
-from .wsgi import WSGIAdapter
+from .wsgi import Job, ThreadPool, WSGIAdapter
 
 logger = logging.getLogger("tricorn.error")
 
@@ -60,6 +60,7 @@ class Worker:
         self._signals = 0
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._retiring = False
+        self._abandoned: set[Job] = set()  # WSGI requests past --timeout, not waited for
 
     def run(self) -> int:
         if self.heartbeat is not None:
@@ -98,7 +99,9 @@ class Worker:
         state = ServerState(config, loop, self.access_log)
         if self.heartbeat is not None and self.max_requests:
             state.max_requests = self.max_requests
-            state.on_max_requests = lambda: self._retire(state)
+            state.on_max_requests = lambda: self._retire(
+                state, "Reached --max-requests (%d requests): finishing the %d in progress, then exiting",
+                self.max_requests, state.in_flight)
 
         lifespan = None
         if self.interface == "wsgi":
@@ -143,7 +146,7 @@ class Worker:
 
         await self._stop.wait()
         logger.info("Shutting down: waiting up to %gs for %d request(s) in progress",
-                    config.graceful_timeout, state.in_flight)
+                    config.graceful_timeout, max(0, state.in_flight - len(self._abandoned)))
         systemd.notify("STOPPING=1")
         backlog = [sock.dup() for sock in self.listeners]
         for server in servers:
@@ -163,11 +166,11 @@ class Worker:
         deadline = loop.time() + config.graceful_timeout
         quiet = 0  # a connection accepted just before the listeners closed is made a loop pass later
         while quiet < 2 and loop.time() < deadline:
-            quiet = 0 if state.in_flight or state.connections else quiet + 1
+            quiet = 0 if self._waiting_for(state) else quiet + 1
             await asyncio.sleep(0.02)
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
-        if state.in_flight:
+        if self._waiting_for(state):
             logger.warning("graceful timeout: closing %d connection(s) with requests in progress", state.in_flight)
         for conn in list(state.connections):
             conn.transport.abort()
@@ -194,13 +197,13 @@ class Worker:
                     _, conn = await loop.connect_accepted_socket(lambda: HttpConnection(state), client)
                     conn.shutdown()
 
-    def _retire(self, state: ServerState) -> None:
-        """--max-requests reached: every response from now on says `connection: close`, no new
-        connection is taken, and the worker exits once its requests in flight are answered (the
-        master starts its successor). So it serves at most one request more per connection; an idle
-        keep-alive connection gets until its keep-alive deadline to send that request."""
-        logger.info("Reached --max-requests (%d requests): finishing the %d in progress, then exiting",
-                    self.max_requests, state.in_flight)
+    def _retire(self, state: ServerState, message: str, *args: object) -> None:
+        """Leave serving to a successor (--max-requests, a stuck WSGI request): every response from
+        now on says `connection: close`, no new connection is taken, and the worker exits once its
+        requests in flight are answered, except those abandoned past --timeout (the master starts
+        its successor). So it serves at most one request more per connection; an idle keep-alive
+        connection gets until its keep-alive deadline to send that request."""
+        logger.info(message, *args)
         self._retiring = True
         state.shutting_down = True
         state.hurry = False
@@ -208,13 +211,37 @@ class Worker:
         self._stop.set()
 
     def _should_retire(self, state: ServerState) -> bool:
-        """--max-requests, --max-worker-lifetime, --max-worker-memory: ask the master for a successor."""
-        if 0 < self.max_requests <= state.requests:
+        """--max-requests, --max-worker-lifetime, --max-worker-memory, a stuck request: ask the master
+        for a successor."""
+        if self._retiring or 0 < self.max_requests <= state.requests:
             return True
         if self.retire_at and time.monotonic() >= self.retire_at:
             return True
         limit = self.config.max_worker_memory
         return bool(limit) and rss_bytes() > limit
+
+    def _check_overdue(self, state: ServerState, pool: ThreadPool) -> None:
+        """A WSGI request still running at --timeout: its thread's stack goes to the log, once. Python
+        cannot stop a thread, so under a master the worker is replaced and the request abandoned;
+        serving alone, the thread stays lost until the app returns."""
+        for job, seconds, stack in pool.overdue(self.config.timeout):
+            if job in self._abandoned:
+                continue
+            self._abandoned.add(job)
+            logger.error("WSGI request %s still running after %.1fs (--timeout %gs); %s. %s", job.describe(),
+                         seconds, self.config.timeout,
+                         "replacing this worker" if self.heartbeat is not None else "its thread stays busy",
+                         stack.rstrip("\n"))
+            if self.heartbeat is not None and not self._retiring:
+                self._retire(state, "Finishing the %d other request(s) in progress, then exiting",
+                             max(0, state.in_flight - len(self._abandoned)))
+
+    def _waiting_for(self, state: ServerState) -> bool:
+        """Whether stopping still waits: for requests in flight or open connections, beyond the
+        abandoned requests (and their connections)."""
+        pool = getattr(state.adapter, "pool", None)
+        stuck = sum(job in self._abandoned for job in pool.current) if pool is not None and self._abandoned else 0
+        return state.in_flight > stuck or len(state.connections) > stuck
 
     def _start_sweep(self, state: ServerState) -> None:
         """Close connections past their deadline (connection.py explains the deadlines)."""
@@ -232,12 +259,13 @@ class Worker:
             if self.parent_pid and os.getppid() != self.parent_pid and self._stop is not None:
                 logger.warning("the master (pid %d) is gone: stopping", self.parent_pid)
                 self._stop.set()
-            if self.heartbeat is not None:
-                # A WSGI worker whose every thread is stuck in one request is as hung as a blocked loop.
-                pool = getattr(state.adapter, "pool", None)
-                if pool is None or pool.stuck_for() < config.timeout:
-                    self.heartbeat(state.requests, state.in_flight, self._should_retire(state), lag)
-                    lag = 0.0
+            pool = getattr(state.adapter, "pool", None)
+            if pool is not None:
+                self._check_overdue(state, pool)
+            # A WSGI worker whose every thread is stuck in one request is as hung as a blocked loop.
+            if self.heartbeat is not None and (pool is None or pool.stuck_for() < config.timeout):
+                self.heartbeat(state.requests, state.in_flight, self._should_retire(state), lag)
+                lag = 0.0
             for conn in list(state.connections):
                 conn.check_deadline(now)
             due = now + tick

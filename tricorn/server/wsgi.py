@@ -19,8 +19,9 @@ import select
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from ..errors import ClientDisconnected
@@ -41,13 +42,19 @@ class WSGIProtocolError(Exception):
     """The app broke the WSGI contract; the message says how."""
 
 
+class Job(Protocol):
+    def run(self) -> None: ...
+    def describe(self) -> str: ...
+
+
 class ThreadPool:
-    """A fixed set of threads taking callables from one queue."""
+    """A fixed set of threads taking jobs from one queue."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.busy_since = [0.0] * size  # when each thread took its current job; 0 when idle
+        self.current: list[Job | None] = [None] * size
         self._threads = [
             threading.Thread(target=self._work, args=(i,), name=f"tricorn-wsgi-{i}", daemon=True)
             for i in range(size)
@@ -55,16 +62,31 @@ class ThreadPool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Job) -> None:
         self._queue.put(job)
 
     def _work(self, index: int) -> None:
         get = self._queue.get
         busy = self.busy_since
+        current = self.current
         while (job := get()) is not None:
+            current[index] = job
             busy[index] = time.monotonic()
-            job()
+            job.run()
             busy[index] = 0.0
+            current[index] = None
+
+    def overdue(self, timeout: float) -> list[tuple[Job, float, str]]:
+        """The jobs running for `timeout` or longer: each with how long, and its thread's stack."""
+        now = time.monotonic()
+        found = []
+        for index, since in enumerate(self.busy_since):
+            job = self.current[index]
+            if since and job is not None and now - since >= timeout:
+                frame = sys._current_frames().get(self._threads[index].ident or 0)
+                stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
+                found.append((job, now - since, f"Thread {self._threads[index].name}:\n{stack}"))
+        return found
 
     def stuck_for(self) -> float:
         """How long every thread has been inside one job (0 if any thread is free)."""
@@ -146,7 +168,11 @@ class WSGICycle:
     def dispatch(self) -> None:
         if not self.dispatched:
             self.dispatched = True
-            self.adapter.pool.submit(self.run)
+            self.adapter.pool.submit(self)
+
+    def describe(self) -> str:
+        request = self.request
+        return f"{request.method.decode()} {request.target.decode('latin-1')}"
 
     def feed_body(self, data: bytes) -> None:
         with self.cond:
