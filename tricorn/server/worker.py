@@ -146,7 +146,7 @@ class Worker:
 
         await self._stop.wait()
         logger.info("Shutting down: waiting up to %gs for %d request(s) in progress",
-                    config.graceful_timeout, max(0, state.in_flight - len(self._abandoned)))
+                    config.graceful_timeout, state.in_flight - self._stuck(state))
         systemd.notify("STOPPING=1")
         backlog = [sock.dup() for sock in self.listeners]
         for server in servers:
@@ -234,13 +234,17 @@ class Worker:
                          stack.rstrip("\n"))
             if self.heartbeat is not None and not self._retiring:
                 self._retire(state, "Finishing the %d other request(s) in progress, then exiting",
-                             max(0, state.in_flight - len(self._abandoned)))
+                             state.in_flight - self._stuck(state))
+
+    def _stuck(self, state: ServerState) -> int:
+        """How many abandoned requests are still running."""
+        pool = getattr(state.adapter, "pool", None)
+        return sum(job in self._abandoned for job in pool.current) if pool is not None and self._abandoned else 0
 
     def _waiting_for(self, state: ServerState) -> bool:
         """Whether stopping still waits: for requests in flight or open connections, beyond the
         abandoned requests (and their connections)."""
-        pool = getattr(state.adapter, "pool", None)
-        stuck = sum(job in self._abandoned for job in pool.current) if pool is not None and self._abandoned else 0
+        stuck = self._stuck(state)
         return state.in_flight > stuck or len(state.connections) > stuck
 
     def _start_sweep(self, state: ServerState) -> None:
