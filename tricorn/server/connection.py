@@ -376,7 +376,7 @@ class HttpConnection(asyncio.Protocol):
             return
         self.next_request()
         if server.shutting_down:
-            self.shutdown(server.hurry)
+            self.shutdown()
 
     def next_request(self) -> None:
         """Start what is pending, or wait idle for the next request; while the client is not
@@ -457,16 +457,17 @@ class HttpConnection(asyncio.Protocol):
         self.request = None  # logged: the app's own ending adds no second line
         self._refuse(ProtocolError(408, "Request timeout: the request body stopped arriving (--timeout-body)"))
 
-    def shutdown(self, hurry: bool = True) -> None:
+    def shutdown(self) -> None:
         """Stop keeping this connection alive: a busy one closes after its response; an idle one
-        after DRAIN_IDLE (`hurry`), else at its own deadline (keep-alive, header timeout). Closing
+        after DRAIN_IDLE when the server hurries (server.hurry: stopping, not retiring), else at its
+        own deadline (keep-alive, header timeout). Closing
         an idle connection at once races a request already on the wire (the client sees a reset,
         not a refusal); a request that arrives before the deadline is answered with `connection:
         close` instead, and the client reconnects to another worker."""
         if self.websocket is not None:
             self.websocket.shutdown()
         elif self.cycle is None:
-            if hurry and (self.idle or not self.parser.started):
+            if self.server.hurry and (self.idle or not self.parser.started):
                 self.deadline = self.loop.time() + DRAIN_IDLE
         elif self.response is not None:
             self.response.keep_alive = False  # says `connection: close` if its head is not out yet

@@ -154,9 +154,8 @@ class Worker:
         for accepting in state.acceptors:
             accepting.close()
         state.shutting_down = True
-        state.hurry = not self._retiring  # retiring, the successor is already starting: no hurry
         for conn in list(state.connections):
-            conn.shutdown(state.hurry)
+            conn.shutdown()
         if self._retiring:  # the listen queue is the other workers' to serve
             for sock in backlog:
                 sock.close()
@@ -206,7 +205,7 @@ class Worker:
         logger.info(message, *args)
         self._retiring = True
         state.shutting_down = True
-        state.hurry = False
+        state.hurry = False  # the successor is already starting: idle connections keep their deadlines
         assert self._stop is not None
         self._stop.set()
 

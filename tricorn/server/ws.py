@@ -305,17 +305,13 @@ class WebSocketSession:
         while end - at >= 6:
             first, second = data[at], data[at + 1]
             if (first != 0x81 and first != 0x82) or second < 0x80:  # FIN + text/binary; masked
-                if first & 0x0F in (0x1, 0x2) and max_size is not None:
-                    return self._refuse_oversized(data, at, max_size)
                 break
             length, head = second & 0x7F, 6
             if length == 126:
                 length, head = int.from_bytes(data[at + 2:at + 4], "big"), 8
             elif length == 127:
-                return self._refuse_oversized(data, at, max_size) if max_size is not None else data[at:]
+                break
             if length > limit or end - at < head + length:
-                if length > limit and max_size is not None and length > max_size:
-                    return self._refuse_oversized(data, at, max_size)
                 break
             payload = apply_mask(data[at + head:at + head + length], data[at + head - 4:at + head])
             if first == 0x81:
@@ -326,6 +322,8 @@ class WebSocketSession:
             else:
                 self._queue({"type": "websocket.receive", "bytes": payload})
             at += head + length
+        if max_size is not None and end - at >= 2 and data[at] & 0x0F in (0x1, 0x2):
+            return self._refuse_oversized(data, at, max_size)
         return data[at:] if at else data
 
     def _refuse_oversized(self, data: bytes, at: int, max_size: int) -> bytes:
@@ -334,7 +332,8 @@ class WebSocketSession:
         library fail the connection (which ends TCP while the client may still be sending the
         frame). What follows the frame goes to the library, which is then in its closing
         handshake: the client's close frame completes it, and the connection ends cleanly.
-        Returns the bytes to give the library now (b"" while the head is incomplete)."""
+        Returns the bytes to give the library now: from `at` on when the frame is within the limit,
+        unmasked (the library answers 1002) or its head is not whole yet, else what follows it."""
         second = data[at + 1]
         length, head = second & 0x7F, 6
         if length == 126:
@@ -342,7 +341,7 @@ class WebSocketSession:
         elif length == 127:
             length, head = int.from_bytes(data[at + 2:at + 10], "big"), 14
         if not second & 0x80 or len(data) - at < head or length <= max_size:
-            return data[at:]  # unmasked (the library's 1002), a head not whole yet, or within the limit
+            return data[at:]
         self.protocol.send_close(1009, f"frame with {length} bytes exceeds limit of {max_size} bytes")
         self._flush()
         self._disconnected(1009)
