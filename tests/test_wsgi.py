@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import resource
 import socket
 import time
 
@@ -146,3 +147,84 @@ def test_upgrade_request_to_wsgi_is_an_ordinary_request(serve) -> None:
            b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n")
     responses, _ = exchange(server.port, raw)
     assert [r.status for r in responses] == [200, 200]
+
+
+def _raise_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 8192 <= hard or soft < hard < 8192:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+
+
+def _fresh_requests(url: str, count: int) -> list[int]:
+    """Each on a new connection, 5 at a time; a failure is 0 (the old engine queued these for seconds)."""
+    def one(_: int) -> int:
+        try:
+            return httpx.get(url, timeout=3, headers={"connection": "close"}).status_code
+        except httpx.HTTPError:
+            return 0
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_idle_silent_and_partial_connections_delay_no_fresh_request(serve) -> None:
+    """engine.py: a connection that is idle, has sent nothing, holds part of a head or trickles a
+    small body is a registration in the epoll, not a thread, and does not hold up accepting."""
+    _raise_file_limit()
+    server = serve("wsgi_apps:app", "-w", "2", "--threads", "2", "--no-access-log")
+    server.wait_for(lambda: server.stderr.count("Listening at") == 2, what="two workers listening")
+    socks = []
+    try:
+        for _ in range(1000):  # idle keep-alive
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            socks.append(sock)
+        for first in (b"", b"GET / HTTP/1.1\r\nHost: t\r\n"):  # silent; a partial head
+            for _ in range(500):
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                sock.sendall(first)
+                socks.append(sock)
+        trickling = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(16)]
+        socks += trickling
+        for sock in trickling:
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(3):
+            for sock in trickling:
+                sock.sendall(b"x")
+            assert _fresh_requests(server.url + "/", 10) == [200] * 10
+    finally:
+        for sock in socks:
+            sock.close()
+    assert server.stop() == 0
+
+
+def test_slow_readers_hold_no_app_thread_and_bounded_memory(serve) -> None:
+    """20 clients that stop reading 10 MiB streamed responses: their threads wait on the network
+    outside the --threads app slots, fresh requests are served, and memory grows by the buffers
+    (64 KiB each and a thread's stack), not by the responses."""
+    server = serve("wsgi_apps:app", "--threads", "2", "--no-access-log")
+    assert httpx.get(server.url + "/").status_code == 200
+    before = server.rss_peak_kib()
+    readers = []
+    try:
+        for _ in range(20):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /download?%d HTTP/1.1\r\nHost: t\r\n\r\n" % (10 << 20))
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+            readers.append(sock)
+        assert _fresh_requests(server.url + "/", 20) == [200] * 20
+        grown = server.rss_peak_kib() - before
+        assert grown < 40 * 1024, f"RSS grew {grown} KiB with 20 stalled readers"
+        received = 0
+        with readers[0] as sock:  # a stalled reader that reads again gets its whole response
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+                if received >= 10 << 20:
+                    break
+        assert received >= 10 << 20
+    finally:
+        for sock in readers:
+            sock.close()
+    assert server.stop() == 0

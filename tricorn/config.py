@@ -282,7 +282,7 @@ class Config:
     backlog: int = setting(2048, "--backlog", parse=positive_int, help="listen() backlog of each listener")
     threads: int | None = setting(
         None, "--threads", parse=positive_int,
-        help="WSGI thread pool size (default: effective CPUs + 4, at most 32)",
+        help="WSGI threads running the app, per worker (default: effective CPUs + 4, at most 32)",
     )
     keep_alive: float = setting(
         5.0, "--keep-alive", "--timeout-keep-alive", parse=duration, metavar="DURATION",

@@ -5,14 +5,18 @@ the worker that happens to run first takes a burst of connections, keeps them (k
 queues their requests behind its busy threads while the other workers' threads wait (the spread
 measured before and after: docs/benchmarks.md). Gunicorn's gthread workers do the same (gunicorn
 issues #2191, #3433: two slow requests on a worker with one thread, the other worker idle). Here
-a WSGI worker accepts one connection per wakeup, and none while every thread has a request or one
-on its way (a connection just accepted), which leaves the kernel's queue to the workers with a
-free thread.
+a WSGI worker accepts one connection per wakeup, and none while every thread runs a request or
+one is on its way (a connection just accepted with bytes waiting, until its request is complete),
+which leaves the kernel's queue to the workers with a free thread. Requests whose body is still
+arriving and threads waiting for a slow client to read do not count (wsgi.ThreadPool): they hold
+no thread the app needs, so idle, silent, half-sent and slow connections never stop a worker
+accepting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -28,6 +32,16 @@ logger = logging.getLogger("tricorn.error")
 # How long a new connection counts as a request on its way: its client sends at once (a browser's
 # preconnect may not, and must not keep the worker from accepting for the header timeout).
 FIRST_REQUEST_S = 0.2
+DEFER_ACCEPT_S = 1
+
+
+def _has_data(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # reset already: reading it will say so
 
 
 class Acceptor:
@@ -42,6 +56,11 @@ class Acceptor:
         self.handshake_timeout = handshake_timeout
         self.accepting = False
         self.closed = False
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # The kernel keeps a connection until its first bytes arrive (or DEFER_ACCEPT_S pass):
+            # a connection that sends nothing takes no accept and counts as no request on its way.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
 
     def start(self) -> None:
         """Accept (again): at start, and when one of the worker's threads frees."""
@@ -76,10 +95,14 @@ class Acceptor:
             return
         client.setblocking(False)
         # Its request, on its way, will need a thread: count it now, or a burst of connections
-        # would all be accepted before the first request is read.
-        connection = HttpConnection(self.state, fresh=True)
-        self.state.starting += 1
-        self.loop.call_later(FIRST_REQUEST_S, connection.settle)
+        # would all be accepted before the first request is read. Not one that has sent nothing
+        # (with TCP_DEFER_ACCEPT: for a second already), nor, once its first bytes are read, one
+        # whose request is not complete (connection.py settles it): those may never send one.
+        fresh = _has_data(client)
+        connection = HttpConnection(self.state, fresh=fresh)
+        if fresh:
+            self.state.starting += 1
+            self.loop.call_later(FIRST_REQUEST_S, connection.settle)
         self.loop.create_task(self._connect(client, connection))
 
     async def _connect(self, client: socket.socket, connection: HttpConnection) -> None:

@@ -144,6 +144,8 @@ class HttpConnection(asyncio.Protocol):
             self.deadline = self.loop.time() + self.server.timeout_header
         for event in self.parser.receive_data(data):
             self._dispatch(event)
+        if self.fresh:
+            self.settle()  # its request is not complete: counted on its way no longer (accept.py)
         if self.parser.held is not None and not self.closed:
             self._after_upgrade_request()
 
@@ -230,8 +232,7 @@ class HttpConnection(asyncio.Protocol):
         server = self.server
         self.deadline = 0.0
         if self.fresh:
-            self.fresh = False
-            server.starting -= 1  # ...and in flight from here
+            self.settle()  # a thread counts it again once the app runs (accept.py)
         limit = server.limit_concurrency
         if limit is not None and server.in_flight >= limit:
             self._refuse(ProtocolError(503, "Service unavailable: too many requests in progress"))

@@ -86,6 +86,9 @@ class ServerState:
         self.in_flight = 0
         self.requests = 0
         self.threads = 0  # a WSGI worker's
+        # ...and how many of them hold a request running app code, or one queued for them (not the
+        # requests whose body is still arriving, nor those waiting for a slow client to read).
+        self.busy_threads: Callable[[], int] = lambda: self.in_flight
         # A WSGI worker's, when it shares its listeners (accept.py); and the connections they took
         # whose first request has not begun.
         self.acceptors: list[Acceptor] = []
@@ -107,7 +110,7 @@ class ServerState:
 
     def threads_busy(self) -> bool:
         """Whether every thread has a request, or one on its way (accept.py)."""
-        return self.in_flight + self.starting >= self.threads
+        return self.busy_threads() + self.starting >= self.threads
 
     def thread_freed(self) -> None:
         if not self.threads_busy():

@@ -106,8 +106,14 @@ class Worker:
         lifespan = None
         if self.interface == "wsgi":
             threads, _ = config.thread_count()
-            state.adapter = WSGIAdapter(self.app, config, threads, multiprocess=self.heartbeat is not None)
+            def thread_freed() -> None:  # from a pool thread: the acceptors may take connections again
+                if state.accept_paused:
+                    loop.call_soon_threadsafe(state.thread_freed)
+
+            state.adapter = adapter = WSGIAdapter(
+                self.app, config, threads, multiprocess=self.heartbeat is not None, on_free=thread_freed)
             state.threads = threads
+            state.busy_threads = adapter.pool.busy
         else:
             app = ASGI2App(self.app) if self.interface == "asgi2" else self.app
             lifespan = Lifespan(app, config.lifespan)

@@ -6,12 +6,16 @@ thread), or at once when the request has no body or expects 100-continue. `wsgi.
 a buffer the loop fills under a condition variable; reading pauses at the high-water mark and
 resumes as the app consumes. The thread's writes cross to the loop with call_soon_threadsafe and
 wait while more than the high-water mark is queued or the transport is paused, so a fast
-generator and a slow client cannot grow memory. A list response is joined and sent in one write
-with a Content-Length; `wsgi.file_wrapper` over a regular file uses os.sendfile.
+generator and a slow client cannot grow memory. A thread that waits on its client (the body, a
+slow reader, sendfile) stands aside from the app's threads while another takes its place
+(ThreadPool). A list response is joined and sent in one write with a Content-Length;
+`wsgi.file_wrapper` over a regular file uses os.sendfile.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -48,56 +52,116 @@ class Job(Protocol):
 
 
 class ThreadPool:
-    """A fixed set of threads taking jobs from one queue."""
+    """Threads taking jobs from one queue: `size` of them for the app. A thread that waits on a
+    client inside its job (network_wait: a slow reader, a body still arriving) stands aside and,
+    if that leaves fewer than `size` threads to take jobs, a thread starts in its place; the
+    surplus ends as the waits end. So slow clients cost a parked thread each, never the app's."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, on_free: Callable[[], None] = lambda: None) -> None:
         self.size = size
+        self.on_free = on_free  # called from a pool thread when a job ends or waits on a client
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self.busy_since = [0.0] * size  # when each thread took its current job; 0 when idle
-        self.current: list[Job | None] = [None] * size
-        self._threads = [
-            threading.Thread(target=self._work, args=(i,), name=f"tricorn-wsgi-{i}", daemon=True)
-            for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._lock = threading.Lock()
+        self.queued = 0  # jobs submitted and not yet taken
+        self.running = 0  # jobs taken and not waiting on a client
+        self.waiting = 0  # threads inside a job, waiting on its client
+        self._live = 0
+        self._threads: list[threading.Thread] = []
+        self._names = itertools.count()
+        # The job of each thread inside one: [job, since]; since is 0 while it waits on the client.
+        self.jobs: dict[threading.Thread, list[Any]] = {}
+        for _ in range(size):
+            self._spawn()
+
+    def busy(self) -> int:
+        """The jobs that hold or wait for one of the `size` threads."""
+        return self.queued + self.running
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(target=self._work, name=f"tricorn-wsgi-{next(self._names)}", daemon=True)
+        self._live += 1
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
 
     def submit(self, job: Job) -> None:
+        with self._lock:
+            self.queued += 1
         self._queue.put(job)
 
-    def _work(self, index: int) -> None:
+    def _work(self) -> None:
         get = self._queue.get
-        busy = self.busy_since
-        current = self.current
+        lock = self._lock
+        thread = threading.current_thread()
         while (job := get()) is not None:
-            current[index] = job
-            busy[index] = time.monotonic()
-            job.run()
-            busy[index] = 0.0
-            current[index] = None
+            with lock:
+                self.queued -= 1
+                self.running += 1
+            self.jobs[thread] = [job, time.monotonic()]
+            try:
+                job.run()
+            finally:
+                del self.jobs[thread]
+                with lock:
+                    self.running -= 1
+                    surplus = self._live - self.waiting > self.size
+                    if surplus:
+                        self._live -= 1
+                self.on_free()
+            if surplus:
+                return
+
+    @contextlib.contextmanager
+    def network_wait(self) -> Iterator[None]:
+        """Inside a job, while it waits on its client."""
+        record = self.jobs.get(threading.current_thread())
+        with self._lock:
+            self.running -= 1
+            self.waiting += 1
+            spawn = self._live - self.waiting < self.size
+            if spawn:
+                self._spawn()
+        if record is not None:
+            record[1] = 0.0
+        self.on_free()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.waiting -= 1
+                self.running += 1
+            if record is not None:
+                record[1] = time.monotonic()
+
+    @property
+    def current(self) -> list[Job]:
+        return [job for job, _ in list(self.jobs.values())]
 
     def overdue(self, timeout: float) -> list[tuple[Job, float, str]]:
-        """The jobs running for `timeout` or longer: each with how long, and its thread's stack."""
+        """The jobs running app code for `timeout` or longer: each with how long, and its thread's stack."""
         now = time.monotonic()
         found = []
-        for index, since in enumerate(self.busy_since):
-            job = self.current[index]
-            if since and job is not None and now - since >= timeout:
-                frame = sys._current_frames().get(self._threads[index].ident or 0)
+        for thread, (job, since) in list(self.jobs.items()):
+            if since and now - since >= timeout:
+                frame = sys._current_frames().get(thread.ident or 0)
                 stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
-                found.append((job, now - since, f"Thread {self._threads[index].name}:\n{stack}"))
+                found.append((job, now - since, f"Thread {thread.name}:\n{stack}"))
         return found
 
     def stuck_for(self) -> float:
-        """How long every thread has been inside one job (0 if any thread is free)."""
-        oldest = min(self.busy_since)
-        return time.monotonic() - oldest if oldest else 0.0
+        """How long every one of the `size` threads has been inside one job running app code (0 if
+        one is free)."""
+        running: list[float] = sorted(since for _, since in list(self.jobs.values()) if since)
+        if len(running) < self.size:
+            return 0.0
+        return time.monotonic() - running[-self.size]
 
     def shutdown(self, timeout: float) -> None:
-        for _ in self._threads:
+        for _ in range(self._live):
             self._queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class FileWrapper:
@@ -116,9 +180,12 @@ class FileWrapper:
 
 
 class WSGIAdapter:
-    def __init__(self, app: WSGIApp, config: Config, threads: int, multiprocess: bool = False) -> None:
+    def __init__(
+        self, app: WSGIApp, config: Config, threads: int, multiprocess: bool = False,
+        on_free: Callable[[], None] = lambda: None,
+    ) -> None:
         self.app = app
-        self.pool = ThreadPool(threads)
+        self.pool = ThreadPool(threads, on_free)
         self.root_path = config.root_path
         self.base_environ: dict[str, Any] = {
             "SCRIPT_NAME": config.root_path,
@@ -239,7 +306,8 @@ class WSGICycle:
                 if not self.continue_asked:
                     self.continue_asked = True
                     self.loop.call_soon_threadsafe(self.conn.send_continue)
-                self.cond.wait()
+                with self.adapter.pool.network_wait():  # the client is still sending
+                    self.cond.wait()
             chunks = self.chunks
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             self.chunks = []
@@ -250,14 +318,18 @@ class WSGICycle:
             return data
 
     def _emit(self, data: bytes, more_body: bool, start: bool = False) -> None:
-        conn = self.conn
         with self.cond:
-            while (self.queued > HIGH_WATER or conn.write_paused) and not self.disconnected and not self.failed:
-                self.cond.wait()
+            if self._must_wait():
+                with self.adapter.pool.network_wait():  # the client is not reading
+                    while self._must_wait():
+                        self.cond.wait()
             if self.disconnected or self.failed:
                 raise ClientDisconnected("client disconnected while the app wrote the response")
             self.queued += len(data)
         self.loop.call_soon_threadsafe(self._flush, data, more_body, start)
+
+    def _must_wait(self) -> bool:
+        return (self.queued > HIGH_WATER or self.conn.write_paused) and not self.disconnected and not self.failed
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -375,18 +447,21 @@ class WSGICycle:
         else:
             count = min(count, declared)
         self._send(b"", True)
-        self._wait_drained()
         sent = 0
-        try:
-            while sent < count:
-                try:
-                    sent += os.sendfile(sock_fd, fileno, offset + sent, count - sent)
-                except BlockingIOError:
-                    select.select([], [sock_fd], [], 1.0)
-                    if self.disconnected:
-                        raise ClientDisconnected("client disconnected during sendfile") from None
-        except OSError as exc:
-            raise ClientDisconnected(str(exc)) from None
+        with self.adapter.pool.network_wait():  # no app code: the client's pace
+            self._wait_drained()
+            try:
+                while sent < count:
+                    try:
+                        sent += os.sendfile(sock_fd, fileno, offset + sent, count - sent)
+                    except BlockingIOError:
+                        writable = select.poll()  # not select(): descriptors pass 1024
+                        writable.register(sock_fd, select.POLLOUT)
+                        writable.poll(1000)
+                        if self.disconnected:
+                            raise ClientDisconnected("client disconnected during sendfile") from None
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from None
         self.loop.call_soon_threadsafe(self._account, sent)
         self._close(wrapper)
         self._emit(b"", False)
