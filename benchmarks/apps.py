@@ -1,6 +1,7 @@
 """The apps the benchmarks serve, identical for tricorn and its peers."""
 
 import asyncio
+import time
 
 
 async def asgi_hello(scope, receive, send):
@@ -33,3 +34,19 @@ async def ws_echo(scope, receive, send):
         if message["type"] == "websocket.disconnect":
             return
         await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
+
+
+def wsgi_stream(environ, start_response):
+    """`/?N`: N MiB in 64 KiB pieces from a generator (slow readers hold the response open)."""
+    size = int(environ.get("QUERY_STRING") or "0") * 1024 * 1024
+    if not size:
+        return wsgi_hello(environ, start_response)
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+    piece = b"x" * 65536
+    return (piece for _ in range(size // 65536))
+
+
+def wsgi_sleep(environ, start_response):
+    """I/O-bound: 10 ms waiting (a database call), then a small answer."""
+    time.sleep(0.01)
+    return wsgi_hello(environ, start_response)

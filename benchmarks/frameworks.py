@@ -49,3 +49,31 @@ try:
     flask_json = _flask()
 except ImportError:  # pragma: no cover
     flask_json = None
+
+
+def _django():
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="benchmark",
+                           MIDDLEWARE=[], INSTALLED_APPS=[])
+        django.setup()
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+def _django_view(request):
+    from django.http import JsonResponse
+
+    return JsonResponse({"message": "Hello, world!", "items": list(range(10))})
+
+
+try:
+    from django.urls import path as _path
+
+    urlpatterns = [_path("", _django_view)]
+    django_json = _django()
+except ImportError:  # pragma: no cover
+    django_json = None

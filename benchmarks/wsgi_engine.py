@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""WSGI servers side by side: tricorn, granian --interface wsgi and gunicorn gthread, interleaved.
+
+Each case runs every server in turn (A B C A B C …); one worker pinned to CPU 0 and wrk to CPU 1,
+except the `-2w` cases: two workers, nothing pinned (wrk shares the cores). Reports the median of
+the rounds for req/s, CPU time per request (the server's processes, from /proc, utime + stime over
+the requests wrk counted) and wrk's p99, and each server's ratio to granian.
+
+  hello         benchmarks.apps:wsgi_hello, wrk -c64
+  flask         Flask JSON route, -c64
+  django        Django JSON view, -c64
+  sleep         time.sleep(0.01) per request, -c256, 32 threads (granian --blocking-threads 32)
+  hello-2w      hello with two workers, unpinned
+  sweep         hello and sleep with 1, 2, 4, 8, 32 threads (tricorn and granian)
+
+Run by hand (never in CI):  python benchmarks/wsgi_engine.py [CASE ...] --rounds 3 --duration 8
+                            python benchmarks/wsgi_engine.py hello --servers tricorn,before --baseline DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import LOAD_CPU, ROOT, SERVER_CPU, free_port, running, wait_ready
+
+PY = sys.executable
+BIN = Path(PY).parent
+APPS = {"hello": "benchmarks.apps:wsgi_hello", "flask": "benchmarks.frameworks:flask_json",
+        "django": "benchmarks.frameworks:django_json", "sleep": "benchmarks.apps:wsgi_sleep"}
+
+
+BASELINE: list[Path] = []  # --baseline DIR: the server "before" is tricorn run from that checkout
+
+
+def argv(server: str, app: str, port: int, threads: int, workers: int) -> list[str]:
+    if server in ("tricorn", "before"):
+        return [PY, "-m", "tricorn", app, "-w", str(workers), "--threads", str(threads), "--port", str(port),
+                "--no-access-log"]
+    if server == "granian":
+        return [str(BIN / "granian"), "--interface", "wsgi", "--workers", str(workers), "--blocking-threads",
+                str(threads), "--port", str(port), "--no-ws", "--log-level", "warning", app]
+    return [PY, "-m", "gunicorn", "-k", "gthread", "--threads", str(threads), "-w", str(workers),
+            "-b", f"127.0.0.1:{port}", "--log-level", "warning", app]
+
+
+def tree_cpu_s(pid: int) -> float:
+    """utime + stime of `pid` and all its descendants, in seconds."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+def run(
+    server: str, app: str, connections: int, threads: int, workers: int, duration: int,
+) -> tuple[float, float, float]:
+    port = free_port()
+    pinned = workers == 1
+    command = argv(server, app, port, threads, workers)
+    if pinned:
+        command = ["taskset", "-c", SERVER_CPU, *command]
+    with running(command, cwd=BASELINE[0] if server == "before" else ROOT) as proc:
+        wait_ready(port, timeout=30)
+        load = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/"]
+        if pinned:
+            load = ["taskset", "-c", LOAD_CPU, *load]
+        before = tree_cpu_s(proc.pid)
+        out = subprocess.run(load, capture_output=True, text=True, check=True).stdout
+        cpu = tree_cpu_s(proc.pid) - before
+    requests = int(re.search(r"(\d+) requests in", out)[1])
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        print(f"    {server}: wrk reported {errors[0]}", flush=True)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99[2]]
+    return requests / duration, cpu / max(1, requests) * 1e6, float(p99[1]) * scale
+
+
+def case(name: str, app: str, servers: list[str], connections: int, threads: int, workers: int,
+         rounds: int, duration: int) -> None:
+    results: dict[str, list[tuple[float, float, float]]] = {s: [] for s in servers}
+    for _ in range(rounds):
+        for server in servers:
+            results[server].append(run(server, app, connections, threads, workers, duration))
+    base = [statistics.median(r[0] for r in results["granian"])] if "granian" in results else None
+    for server in servers:
+        rps = statistics.median(r[0] for r in results[server])
+        cpu = statistics.median(r[1] for r in results[server])
+        p99 = statistics.median(r[2] for r in results[server])
+        ratio = f"{rps / base[0]:5.2f}x" if base else ""
+        print(f"{name:22} {server:9} {rps:10,.0f} req/s  {cpu:7.1f} us CPU/req  p99 {p99:7.2f} ms  {ratio}",
+              flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cases", nargs="*", default=["hello", "flask", "django", "sleep", "hello-2w", "sweep"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--servers", default="tricorn,granian,gunicorn",
+                        help="a comma-separated list of tricorn, granian, gunicorn, before")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help='the server "before" is tricorn from this checkout (git worktree add DIR HEAD~1)')
+    args = parser.parse_args()
+    if args.baseline:
+        BASELINE.append(args.baseline)
+    servers = args.servers.split(",")
+    for name in args.cases:
+        if name in ("hello", "flask", "django"):
+            case(name, APPS[name], servers, 64, 8, 1, args.rounds, args.duration)
+        elif name == "sleep":
+            case(name, APPS[name], servers, 256, 32, 1, args.rounds, args.duration)
+        elif name == "hello-2w":
+            case(name, APPS["hello"], servers, 64, 8, 2, args.rounds, args.duration)
+        elif name == "sweep":
+            for app in ("hello", "sleep"):
+                for threads in (1, 2, 4, 8, 32):
+                    case(f"{app} {threads} threads", APPS[app], [s for s in servers if s != "gunicorn"],
+                         256 if app == "sleep" else 64, threads, 1, args.rounds, args.duration)
+        else:
+            parser.error(f"unknown case {name}")
+
+
+if __name__ == "__main__":
+    main()
