@@ -61,9 +61,7 @@ class ThreadPool:
         self.size = size
         self.on_free = on_free  # called from a pool thread when a job ends or waits on a client
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self.queued = 0  # jobs submitted and not yet taken
-        self.running = 0  # jobs taken and not waiting on a client
+        self._lock = threading.Lock()  # for the counts below; the common path takes none
         self.waiting = 0  # threads inside a job, waiting on its client
         self._live = 0
         self._threads: list[threading.Thread] = []
@@ -75,7 +73,7 @@ class ThreadPool:
 
     def busy(self) -> int:
         """The jobs that hold or wait for one of the `size` threads."""
-        return self.queued + self.running
+        return self._queue.qsize() + len(self.jobs) - self.waiting
 
     def _spawn(self) -> None:
         thread = threading.Thread(target=self._work, name=f"tricorn-wsgi-{next(self._names)}", daemon=True)
@@ -85,38 +83,35 @@ class ThreadPool:
         thread.start()
 
     def submit(self, job: Job) -> None:
-        with self._lock:
-            self.queued += 1
         self._queue.put(job)
 
     def _work(self) -> None:
         get = self._queue.get
-        lock = self._lock
+        jobs = self.jobs
         thread = threading.current_thread()
         while (job := get()) is not None:
-            with lock:
-                self.queued -= 1
-                self.running += 1
-            self.jobs[thread] = [job, time.monotonic()]
+            jobs[thread] = [job, time.monotonic()]
             try:
                 job.run()
             finally:
-                del self.jobs[thread]
-                with lock:
-                    self.running -= 1
-                    surplus = self._live - self.waiting > self.size
-                    if surplus:
-                        self._live -= 1
+                del jobs[thread]
                 self.on_free()
-            if surplus:
+            if self._live > self.size and self._retire_surplus():
                 return
+
+    def _retire_surplus(self) -> bool:
+        """Whether this thread, started in place of one that waited on a client, is one too many now."""
+        with self._lock:
+            surplus = self._live - self.waiting > self.size
+            if surplus:
+                self._live -= 1
+            return surplus
 
     @contextlib.contextmanager
     def network_wait(self) -> Iterator[None]:
         """Inside a job, while it waits on its client."""
         record = self.jobs.get(threading.current_thread())
         with self._lock:
-            self.running -= 1
             self.waiting += 1
             spawn = self._live - self.waiting < self.size
             if spawn:
@@ -129,7 +124,6 @@ class ThreadPool:
         finally:
             with self._lock:
                 self.waiting -= 1
-                self.running += 1
             if record is not None:
                 record[1] = time.monotonic()
 
@@ -518,20 +512,29 @@ class WSGICycle:
         if request.client is not None:
             environ["REMOTE_ADDR"], port = request.client
             environ["REMOTE_PORT"] = str(port)
+        keys = _ENVIRON_KEYS
         for name, value in request.headers:
-            if name == b"content-type":
-                environ["CONTENT_TYPE"] = value.decode("latin-1")
-            elif name == b"content-length":
-                environ["CONTENT_LENGTH"] = value.decode("latin-1")
-            elif b"_" in name:
-                continue  # HTTP_X_USER from "X_User" would pass for "X-User": drop it, as gunicorn does
-            else:
-                key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            key = keys.get(name)
+            if key is None:
+                key = _environ_key(name)
+            if key:
                 text = value.decode("latin-1")
-                if key in environ:
+                if key in environ and key[0] == "H":  # a repeated header: joined (CONTENT_* are not)
                     text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
                 environ[key] = text
         return environ
+
+
+_ENVIRON_KEYS: dict[bytes, str] = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
+
+
+def _environ_key(name: bytes) -> str:
+    """The environ key of a (lowercased) request header name, cached; "" for none."""
+    # HTTP_X_USER from "X_User" would pass for "X-User": dropped, as gunicorn does
+    key = "" if b"_" in name else "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+    if len(_ENVIRON_KEYS) < 1024:
+        _ENVIRON_KEYS[name] = key
+    return key
 
 
 class InputStream:
