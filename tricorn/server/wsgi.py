@@ -3,13 +3,13 @@
 Theory of operation. The loop parses the request and hands the cycle to a pool thread once the
 body has fully arrived or passed the high-water mark (so a slow uploader of a small body holds no
 thread), or at once when the request has no body or expects 100-continue. `wsgi.input` reads from
-a buffer the loop fills under a condition variable; reading pauses at the high-water mark and
-resumes as the app consumes. The thread's writes cross to the loop with call_soon_threadsafe and
-wait while more than the high-water mark is queued or the transport is paused, so a fast
-generator and a slow client cannot grow memory. A thread that waits on its client (the body, a
-slow reader, sendfile) stands aside from the app's threads while another takes its place
-(ThreadPool). A list response is joined and sent in one write with a Content-Length;
-`wsgi.file_wrapper` over a regular file uses os.sendfile.
+a buffer the loop fills under a lock (with a condition variable once a side has to wait); reading
+pauses at the high-water mark and resumes as the app consumes. The thread's writes cross to the
+loop with call_soon_threadsafe and wait while more than the high-water mark is queued or the
+transport is paused, so a fast generator and a slow client cannot grow memory. A thread that
+waits on its client (the body, a slow reader, sendfile) stands aside from the app's threads
+while another takes its place (ThreadPool). A list response is joined and sent in one write
+with a Content-Length; `wsgi.file_wrapper` over a regular file uses os.sendfile.
 """
 
 from __future__ import annotations
@@ -208,7 +208,8 @@ class WSGICycle:
         self.conn = conn
         self.loop = conn.loop
         self.request = request
-        self.cond = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()
+        self._cond: threading.Condition | None = None  # made by the first wait (most requests never wait)
         # loop → thread: the body
         self.chunks: list[bytes] = []
         self.buffered = 0
@@ -236,26 +237,26 @@ class WSGICycle:
         return f"{request.method.decode()} {request.target.decode('latin-1')}"
 
     def feed_body(self, data: bytes) -> None:
-        with self.cond:
+        with self.lock:
             self.chunks.append(data)
             self.buffered += len(data)
             if self.buffered > HIGH_WATER and not self.paused:
                 self.paused = True
                 self.conn.body_paused(True)
-            self.cond.notify_all()
+            self._notify()
         if self.buffered >= HIGH_WATER:
             self.dispatch()
 
     def end_body(self) -> None:
-        with self.cond:
+        with self.lock:
             self.body_done = True
-            self.cond.notify_all()
+            self._notify()
         self.dispatch()
 
     def disconnect(self) -> None:
-        with self.cond:
+        with self.lock:
             self.disconnected = True
-            self.cond.notify_all()
+            self._notify()
         if not self.dispatched:
             self.dispatched = True
             self.conn.abort()  # the app was never called and never will be
@@ -264,8 +265,8 @@ class WSGICycle:
         pass  # a WSGI app cannot observe it; a half-closed client still gets its response
 
     def writable_changed(self) -> None:
-        with self.cond:
-            self.cond.notify_all()
+        with self.lock:
+            self._notify()
 
     def _flush(self, data: bytes, more_body: bool, start: bool) -> None:
         try:
@@ -280,9 +281,9 @@ class WSGICycle:
             self.failed = True
             self.conn.abort()
         finally:
-            with self.cond:
+            with self.lock:
                 self.queued -= len(data)
-                self.cond.notify_all()
+                self._notify()
 
     def _resume_reading(self) -> None:
         self.conn.body_paused(False)
@@ -291,7 +292,7 @@ class WSGICycle:
 
     def take_body(self) -> bytes:
         """Everything buffered, waiting for some; b"" at the end of the body."""
-        with self.cond:
+        with self.lock:
             while not self.chunks:
                 if self.disconnected:
                     raise ClientDisconnected("client disconnected while the app read the body")
@@ -301,7 +302,7 @@ class WSGICycle:
                     self.continue_asked = True
                     self.loop.call_soon_threadsafe(self.conn.send_continue)
                 with self.adapter.pool.network_wait():  # the client is still sending
-                    self.cond.wait()
+                    self._wait()
             chunks = self.chunks
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             self.chunks = []
@@ -312,15 +313,26 @@ class WSGICycle:
             return data
 
     def _emit(self, data: bytes, more_body: bool, start: bool = False) -> None:
-        with self.cond:
+        with self.lock:
             if self._must_wait():
                 with self.adapter.pool.network_wait():  # the client is not reading
                     while self._must_wait():
-                        self.cond.wait()
+                        self._wait()
             if self.disconnected or self.failed:
                 raise ClientDisconnected("client disconnected while the app wrote the response")
             self.queued += len(data)
         self.loop.call_soon_threadsafe(self._flush, data, more_body, start)
+
+    def _wait(self) -> None:
+        """Wait for the other side (self.lock held)."""
+        if self._cond is None:
+            self._cond = threading.Condition(self.lock)
+        self._cond.wait()
+
+    def _notify(self) -> None:
+        """Wake a waiting side, if any (self.lock held)."""
+        if self._cond is not None:
+            self._cond.notify_all()
 
     def _must_wait(self) -> bool:
         return (self.queued > HIGH_WATER or self.conn.write_paused) and not self.disconnected and not self.failed
@@ -476,10 +488,10 @@ class WSGICycle:
                 self.loop.call_later(0.001, check)
 
         while True:
-            with self.cond:
+            with self.lock:
                 if self.queued == 0 or self.disconnected:
                     break
-                self.cond.wait()
+                self._wait()
         self.loop.call_soon_threadsafe(check)
         drained.wait()
         if self.disconnected:
