@@ -281,9 +281,10 @@ class WSGICycle:
             self.failed = True
             self.conn.abort()
         finally:
-            with self.lock:
-                self.queued -= len(data)
-                self._notify()
+            if more_body:  # the last piece was not counted: nobody waits for it
+                with self.lock:
+                    self.queued -= len(data)
+                    self._notify()
 
     def _resume_reading(self) -> None:
         self.conn.body_paused(False)
@@ -320,7 +321,8 @@ class WSGICycle:
                         self._wait()
             if self.disconnected or self.failed:
                 raise ClientDisconnected("client disconnected while the app wrote the response")
-            self.queued += len(data)
+            if more_body:
+                self.queued += len(data)
         self.loop.call_soon_threadsafe(self._flush, data, more_body, start)
 
     def _wait(self) -> None:
