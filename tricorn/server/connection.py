@@ -346,8 +346,6 @@ class HttpConnection(asyncio.Protocol):
         response = self.response
         request = self.request
         server.in_flight -= 1
-        if server.accept_paused:
-            server.thread_freed()
         if server.access_log is not None and request is not None and response is not None:
             server.access_log.log(request, response, self.loop.time() - self.started_at)
         self.cycle = None

@@ -87,8 +87,9 @@ class ServerState:
         self.requests = 0
         self.threads = 0  # a WSGI worker's
         # ...and how many of them hold a request running app code, or one queued for them (not the
-        # requests whose body is still arriving, nor those waiting for a slow client to read).
-        self.busy_threads: Callable[[], int] = lambda: self.in_flight
+        # requests whose body is still arriving, nor those waiting for a slow client to read): the
+        # WSGI worker's pool counts them, and calls thread_freed() when one frees (worker.py).
+        self.busy_threads: Callable[[], int] = lambda: 0
         # A WSGI worker's, when it shares its listeners (accept.py); and the connections they took
         # whose first request has not begun.
         self.acceptors: list[Acceptor] = []
