@@ -19,7 +19,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import os
-import resource
 import socket
 import statistics
 import sys
@@ -27,8 +26,11 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import free_port, running, wait_ready
+
+from tricorn.host.resources import raise_open_files_limit
 
 PY = sys.executable
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -146,8 +148,7 @@ def main() -> None:
     parser.add_argument("scenarios", nargs="*", default=["idle", "silent", "partial", "trickle", "slow"])
     parser.add_argument("--server", action="append", choices=["tricorn", "gunicorn"])
     args = parser.parse_args()
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20000), hard))
+    raise_open_files_limit()
     for kind in args.server or ["tricorn"]:
         for name in args.scenarios:
             port = free_port()

@@ -13,8 +13,8 @@ the requests wrk counted) and wrk's p99, and each server's ratio to granian.
   hello-2w      hello with two workers, unpinned
   sweep         hello and sleep with 1, 2, 4, 8, 32 threads (tricorn and granian)
 
-Run by hand (never in CI):  python benchmarks/wsgi_engine.py [CASE ...] --rounds 3 --duration 8
-                            python benchmarks/wsgi_engine.py hello --servers tricorn,before --baseline DIR
+Run by hand (never in CI):  python benchmarks/wsgi_peers.py [CASE ...] --rounds 3 --duration 8
+                            python benchmarks/wsgi_peers.py hello --servers tricorn,before --baseline DIR
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import LOAD_CPU, ROOT, SERVER_CPU, free_port, running, wait_ready
+
+from tricorn.tune.procfs import ticks
 
 PY = sys.executable
 BIN = Path(PY).parent
 APPS = {"hello": "benchmarks.apps:wsgi_hello", "flask": "benchmarks.frameworks:flask_json",
         "django": "benchmarks.frameworks:django_json", "sleep": "benchmarks.apps:wsgi_sleep"}
-
-
-BASELINE: list[Path] = []  # --baseline DIR: the server "before" is tricorn run from that checkout
 
 
 def argv(server: str, app: str, port: int, threads: int, workers: int) -> list[str]:
@@ -52,29 +52,26 @@ def argv(server: str, app: str, port: int, threads: int, workers: int) -> list[s
 
 def tree_cpu_s(pid: int) -> float:
     """utime + stime of `pid` and all its descendants, in seconds."""
-    total, todo = 0.0, [pid]
-    tick = os.sysconf("SC_CLK_TCK")
+    pids, todo = [], [pid]
     while todo:
-        p = todo.pop()
+        pids.append(p := todo.pop())
         try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, IndexError):
+        except OSError:
             continue
-    return total
+    return ticks(f"/proc/{p}/stat" for p in pids) / os.sysconf("SC_CLK_TCK")
 
 
 def run(
-    server: str, app: str, connections: int, threads: int, workers: int, duration: int,
+    server: str, app: str, connections: int, threads: int, workers: int, duration: int, baseline: Path | None,
 ) -> tuple[float, float, float]:
     port = free_port()
     pinned = workers == 1
     command = argv(server, app, port, threads, workers)
     if pinned:
         command = ["taskset", "-c", SERVER_CPU, *command]
-    with running(command, cwd=BASELINE[0] if server == "before" else ROOT) as proc:
+    with running(command, cwd=baseline if server == "before" and baseline else ROOT) as proc:
         wait_ready(port, timeout=30)
         load = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/"]
         if pinned:
@@ -92,17 +89,17 @@ def run(
 
 
 def case(name: str, app: str, servers: list[str], connections: int, threads: int, workers: int,
-         rounds: int, duration: int) -> None:
+         args: argparse.Namespace) -> None:
     results: dict[str, list[tuple[float, float, float]]] = {s: [] for s in servers}
-    for _ in range(rounds):
+    for _ in range(args.rounds):
         for server in servers:
-            results[server].append(run(server, app, connections, threads, workers, duration))
-    base = [statistics.median(r[0] for r in results["granian"])] if "granian" in results else None
+            results[server].append(run(server, app, connections, threads, workers, args.duration, args.baseline))
+    granian = statistics.median(r[0] for r in results["granian"]) if "granian" in results else None
     for server in servers:
         rps = statistics.median(r[0] for r in results[server])
         cpu = statistics.median(r[1] for r in results[server])
         p99 = statistics.median(r[2] for r in results[server])
-        ratio = f"{rps / base[0]:5.2f}x" if base else ""
+        ratio = f"{rps / granian:5.2f}x" if granian else ""
         print(f"{name:22} {server:9} {rps:10,.0f} req/s  {cpu:7.1f} us CPU/req  p99 {p99:7.2f} ms  {ratio}",
               flush=True)
 
@@ -117,21 +114,21 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, metavar="DIR",
                         help='the server "before" is tricorn from this checkout (git worktree add DIR HEAD~1)')
     args = parser.parse_args()
-    if args.baseline:
-        BASELINE.append(args.baseline)
+    if "before" in args.servers and not args.baseline:
+        parser.error('the server "before" needs --baseline DIR')
     servers = args.servers.split(",")
     for name in args.cases:
         if name in ("hello", "flask", "django"):
-            case(name, APPS[name], servers, 64, 8, 1, args.rounds, args.duration)
+            case(name, APPS[name], servers, 64, 8, 1, args)
         elif name == "sleep":
-            case(name, APPS[name], servers, 256, 32, 1, args.rounds, args.duration)
+            case(name, APPS[name], servers, 256, 32, 1, args)
         elif name == "hello-2w":
-            case(name, APPS["hello"], servers, 64, 8, 2, args.rounds, args.duration)
+            case(name, APPS["hello"], servers, 64, 8, 2, args)
         elif name == "sweep":
             for app in ("hello", "sleep"):
                 for threads in (1, 2, 4, 8, 32):
                     case(f"{app} {threads} threads", APPS[app], [s for s in servers if s != "gunicorn"],
-                         256 if app == "sleep" else 64, threads, 1, args.rounds, args.duration)
+                         256 if app == "sleep" else 64, threads, 1, args)
         else:
             parser.error(f"unknown case {name}")
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
-import resource
 import socket
 import time
 
 import httpx
 import pytest
+
+from tricorn.host.resources import raise_open_files_limit
 
 from .conftest import exchange
 
@@ -149,14 +150,8 @@ def test_upgrade_request_to_wsgi_is_an_ordinary_request(serve) -> None:
     assert [r.status for r in responses] == [200, 200]
 
 
-def _raise_file_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 8192 <= hard or soft < hard < 8192:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
-
-
 def _fresh_requests(url: str, count: int) -> list[int]:
-    """Each on a new connection, 5 at a time; a failure is 0 (the old engine queued these for seconds)."""
+    """Each on a new connection, 5 at a time; a failure is 0 (these used to wait for seconds, or fail)."""
     def one(_: int) -> int:
         try:
             return httpx.get(url, timeout=3, headers={"connection": "close"}).status_code
@@ -167,9 +162,9 @@ def _fresh_requests(url: str, count: int) -> list[int]:
 
 
 def test_idle_silent_and_partial_connections_delay_no_fresh_request(serve) -> None:
-    """engine.py: a connection that is idle, has sent nothing, holds part of a head or trickles a
-    small body is a registration in the epoll, not a thread, and does not hold up accepting."""
-    _raise_file_limit()
+    """accept.py: a connection that is idle, has sent nothing, holds part of a head or trickles a
+    small body holds no thread and does not stop its worker accepting."""
+    raise_open_files_limit()  # 2,000 sockets here, as many in the server
     server = serve("wsgi_apps:app", "-w", "2", "--threads", "2", "--no-access-log")
     server.wait_for(lambda: server.stderr.count("Listening at") == 2, what="two workers listening")
     socks = []
