@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """WSGI servers side by side: tricorn, granian --interface wsgi and gunicorn gthread, interleaved.
 
-Each case runs every server in turn (A B C A B C …); one worker pinned to CPU 0 and wrk to CPU 1,
+Each case runs every server in turn, the order rotated each round (A B C, B C A, …); one worker
+pinned to CPU 0 and wrk to CPU 1,
 except the `-2w` cases: two workers, nothing pinned (wrk shares the cores). Reports the median of
 the rounds for req/s, CPU time per request (the server's processes, from /proc, utime + stime over
 the requests wrk counted) and wrk's p99, and each server's ratio to granian.
@@ -91,8 +92,8 @@ def run(
 def case(name: str, app: str, servers: list[str], connections: int, threads: int, workers: int,
          args: argparse.Namespace) -> None:
     results: dict[str, list[tuple[float, float, float]]] = {s: [] for s in servers}
-    for _ in range(args.rounds):
-        for server in servers:
+    for round_number in range(args.rounds):
+        for server in servers[round_number % len(servers):] + servers[:round_number % len(servers)]:  # rotated
             results[server].append(run(server, app, connections, threads, workers, args.duration, args.baseline))
     granian = statistics.median(r[0] for r in results["granian"]) if "granian" in results else None
     for server in servers:
