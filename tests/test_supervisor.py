@@ -325,7 +325,8 @@ def test_lifetime_and_memory_limits_replace_workers_successor_first(serve, args:
                 break
             time.sleep(0.02)
     assert not any(alive(pid) for pid in first), "the first workers were never replaced"
-    assert "asks to retire" in server.stderr
+    reason = {"--max-worker-lifetime": "lifetime", "--max-worker-memory": "memory"}[args[0]]
+    assert f"asks to be replaced ({reason})" in server.stderr
     assert server.stop() == 0
 
 

@@ -75,7 +75,7 @@ def check_evidence(data: dict[str, Any]) -> None:
 
 
 def check_server_counters(data: dict[str, Any]) -> int:
-    """tricorn's own counters, from its scoreboard, where a master keeps one (2+ workers).
+    """tricorn's own counters, from its master's control socket, where it has a master (2+ workers).
     Returns how many trials had them."""
     checked = 0
     for trial in data["trials"]:

@@ -18,7 +18,7 @@ from .errors import UserError
 from .host.sockets import parse_bind
 from .serve import serve
 
-COMMANDS = ("serve", "check", "bench", "tune")
+COMMANDS = ("serve", "check", "bench", "tune", "ctl")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +36,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tricorn",
-        usage="tricorn [serve|check] APP [options] | tricorn bench URL [options] | tricorn tune APP [options]",
+        usage="tricorn [serve|check] APP [options] | tricorn bench URL [options] | tricorn tune APP [options] "
+        "| tricorn ctl COMMAND",
         description="Serve a WSGI or ASGI application (detected automatically). "
         "`tricorn check APP` imports the app and validates the configuration without serving.",
         argument_default=argparse.SUPPRESS,
@@ -73,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .tune.command import main as tune
 
         return tune(args)
+    if command == "ctl":
+        from .ctl import main as ctl
+
+        return ctl(args)
     namespace = vars(build_parser().parse_args(args))
     print_config = namespace.pop("print_config")
     try:

@@ -180,11 +180,11 @@ class Config:
         help="kill a worker whose event loop (or every WSGI thread) is stuck this long, logging its stacks",
     )
     max_requests: int = setting(
-        0, "--max-requests", parse=non_negative_int, metavar="N",
+        0, "--max-requests", "--limit-max-requests", parse=non_negative_int, metavar="N",
         help="replace a worker after it served this many requests (its successor starts first); 0 is off",
     )
     max_requests_jitter: int = setting(
-        0, "--max-requests-jitter", parse=non_negative_int, metavar="N",
+        0, "--max-requests-jitter", "--limit-max-requests-jitter", parse=non_negative_int, metavar="N",
         help="add a random 0..N to each worker's --max-requests, so workers do not restart together",
     )
     pid: str | None = setting(
@@ -299,7 +299,7 @@ class Config:
         "this long (0 is off)",
     )
     graceful_timeout: float = setting(
-        30.0, "--graceful-timeout", parse=duration, metavar="DURATION",
+        30.0, "--graceful-timeout", "--timeout-graceful-shutdown", parse=duration, metavar="DURATION",
         help="on shutdown, wait this long for in-flight requests to finish",
     )
     limit_request_line: int = setting(
@@ -311,7 +311,7 @@ class Config:
         help="most header fields in a request, else 431",
     )
     limit_request_field_size: int = setting(
-        8190, "--limit-request-field-size", parse=positive_int, metavar="BYTES",
+        8190, "--limit-request-field-size", "--limit-request-field_size", parse=positive_int, metavar="BYTES",
         help="largest header field line (name, colon, value, CRLF: as gunicorn counts), else 431",
     )
     limit_request_head: int = setting(
@@ -354,6 +354,29 @@ class Config:
     )
     server_header: bool = setting(True, "--server-header", parse=boolean, help="send a Server: tricorn header")
     date_header: bool = setting(True, "--date-header", parse=boolean, help="send a Date header")
+    metrics_bind: str | None = setting(
+        None, "--metrics-bind", metavar="ADDRESS",
+        help="serve Prometheus metrics of all workers at http://ADDRESS/metrics from the master (HOST:PORT or "
+        "unix:/path); off by default",
+    )
+    block_warn: float = setting(
+        0.2, "--block-warn", parse=duration, metavar="DURATION",
+        help="log the stack of whatever holds a worker's event loop this long, once per block (0 is off)",
+    )
+    slow_request: float = setting(
+        0.0, "--slow-request", parse=duration, metavar="DURATION",
+        help="log the stack of a request still running this long, once (0 is off)",
+    )
+    request_timeout: float = setting(
+        0.0, "--request-timeout", parse=duration, metavar="DURATION",
+        help="answer 504 to a request still running this long (ASGI: the app is cancelled; WSGI: its thread "
+        "is abandoned); 0 is off",
+    )
+    control_socket: str | None = setting(
+        None, "--control-socket", metavar="PATH",
+        help="unix socket the master answers `tricorn ctl` on (default: beside --pid, named like it with "
+        "the suffix .ctl; off without --pid)",
+    )
 
     def listeners(self) -> tuple[str, ...]:
         """The addresses to listen on: --bind, else --host/--port, else 127.0.0.1:8000."""
@@ -363,6 +386,15 @@ class Config:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return (f"{host}:{8000 if self.port is None else self.port}",)
+
+    def control_path(self) -> str | None:
+        """Where the master answers `tricorn ctl`: --control-socket, else beside the pid file."""
+        if self.control_socket is not None:
+            return self.control_socket or None
+        if self.pid:
+            base, ext = os.path.splitext(self.pid)
+            return (base if ext == ".pid" else self.pid) + ".ctl"
+        return None
 
     def worker_count(self) -> tuple[int, str]:
         """Worker processes and why that many."""
@@ -385,7 +417,7 @@ FILE_KEYS = {name for name in SETTINGS if name not in ("app", "config")}
 
 
 # TRICORN_* variables that are not settings: TRICORN_CGROUP_ROOT (host/resources.py), TRICORN_RELOADER_CHILD.
-NOT_SETTINGS = {"cgroup_root", "reloader_child", "scoreboard"}
+NOT_SETTINGS = {"cgroup_root", "reloader_child"}
 
 
 def env_name(name: str) -> str:

@@ -18,6 +18,7 @@ from .host.identity import PidFile, resolve_identity, set_title, switch_to
 from .host.sockets import open_listeners
 from .server import tls
 from .server.access_log import AccessLog
+from .stats import MasterLink
 
 
 def load_app(config: Config) -> tuple[Callable[..., Any], str]:
@@ -38,7 +39,7 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
     logs.setup(config)
     access_log = AccessLog(config.access_logformat, config.access_log_json, config.access_logfile) \
         if config.access_log else None
-    from .master.supervisor import Heartbeat, ServeWorker, Supervisor
+    from .master.supervisor import ServeWorker, Supervisor
     from .server.worker import Worker
 
     identity = resolve_identity(config.user, config.group)
@@ -54,8 +55,12 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
 
             return Reloader(config, listeners).run()
         garbage.configure(config.gc_threshold)
+        from .master.metrics import AppMetrics
+
+        app_metrics = AppMetrics() if config.metrics_bind else None  # before the app imports prometheus_client
         preloaded = load_app(config) if config.preload else None
-        if config.workers == 1:
+        # /metrics and the control socket are the master's: with them, even one worker has a master.
+        if config.workers == 1 and not config.metrics_bind and not config.control_socket:
             if identity is not None:
                 switch_to(identity)
             set_title(f"tricorn: worker [{config.app}]")
@@ -65,7 +70,7 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
         def worker_for(config: Config) -> ServeWorker:
             context = tls.context(config)  # on HUP, a bad new certificate fails here: the old workers stay
 
-            def serve_worker(number: int, master_pid: int, heartbeat: Heartbeat) -> int:
+            def serve_worker(number: int, master_pid: int, link: MasterLink) -> int:
                 assert config.app is not None
                 set_title(f"tricorn: worker {number} [{config.app}]")
                 if identity is not None:
@@ -75,7 +80,7 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
                 except UserError as exc:
                     print(f"Error: {exc}", file=sys.stderr)
                     return exc.exit_code
-                return Worker(config, app, interface, listeners, access_log, master_pid, heartbeat, context).run()
+                return Worker(config, app, interface, listeners, access_log, master_pid, link, context).run()
 
             return serve_worker
 
@@ -86,7 +91,8 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
                                     "restart the master to load new code")
             return fresh, worker_for(fresh)
 
-        return Supervisor(config, listeners, worker_for(config), reload, lambda: logs.reopen(access_log)).run()
+        return Supervisor(config, listeners, worker_for(config), reload, lambda: logs.reopen(access_log),
+                          app_metrics).run()
     finally:
         for sock in listeners:
             sock.close()

@@ -12,8 +12,8 @@ consistent as a whole: the writer makes it odd before writing and even after; a 
 while it is odd or changed under it. A writer killed mid-write leaves it odd: after WRITER_GRACE a
 reader takes the fields as they are, each of them still a value that was written.
 
-With TRICORN_SCOREBOARD=PATH the mmap is that file's instead, so that another process (tricorn
-tune) can read the workers' own counters; `read_file` does.
+The last word of a slot is the master's, outside that scheme: it raises it to ask the worker for
+its threads' stacks (`tricorn ctl stacks`); the worker only reads it.
 """
 
 from __future__ import annotations
@@ -21,39 +21,47 @@ from __future__ import annotations
 import mmap
 import os
 import time
-from typing import Any
+
+from ..stats import HISTOGRAM_WORDS, STATUS_CLASSES, WorkerStats
 
 # The words of a slot. Times are CLOCK_MONOTONIC nanoseconds, which all processes share. LAG is
 # the most the worker's heartbeat timer fired late since its previous beat: how long callbacks held
-# its loop. RETIRE is 1 when the worker asks to be replaced (--max-requests and the like).
-SEQ, PID, BEAT, REQUESTS, IN_FLIGHT, RETIRE, LAG = range(7)
-WORDS = 8  # one spare: a slot is 64 bytes
+# its loop. RETIRE is non-zero when the worker asks to be replaced (an index in stats.RETIRE_REASONS).
+# Then the rest of stats.WorkerStats: gauges, counters, the status classes and three histograms.
+(SEQ, PID, BEAT, REQUESTS, IN_FLIGHT, RETIRE, LAG, CONNECTIONS, WEBSOCKETS, THREADS, THREADS_BUSY,
+ BYTES_SENT, LOOP_BLOCKS, REQUEST_TIMEOUTS) = range(14)
+STATUS = 14
+DURATION = STATUS + len(STATUS_CLASSES)
+QUEUE_WAIT = DURATION + HISTOGRAM_WORDS
+LOOP_LAG = QUEUE_WAIT + HISTOGRAM_WORDS
+INTERFACE = LOOP_LAG + HISTOGRAM_WORDS  # an index in stats.INTERFACES
+ASKED = 79  # the master's word: raised to ask for stacks
+WORDS = ASKED + 1  # a slot is 640 bytes
+assert INTERFACE < ASKED
+# The words a worker only ever adds to: the master folds them into its totals when the worker exits.
+COUNTERS = (REQUESTS, BYTES_SENT, LOOP_BLOCKS, REQUEST_TIMEOUTS, *range(STATUS, LOOP_LAG + HISTOGRAM_WORDS))
 SLOT_BYTES = WORDS * 8
 MAX_SLOTS = 1024
 WRITER_GRACE = 0.1  # seconds a reader waits for a write under way to end
 
 
 class Scoreboard:
-    def __init__(self, slots: int = MAX_SLOTS, path: str | None = None) -> None:
+    def __init__(self, slots: int = MAX_SLOTS) -> None:
         self.slots = slots
-        size = SLOT_BYTES * slots
-        if path is None:
-            self._memory = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS
-        else:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.ftruncate(fd, size)
-                self._memory = mmap.mmap(fd, size)
-            finally:
-                os.close(fd)
+        self._memory = mmap.mmap(-1, SLOT_BYTES * slots)  # MAP_SHARED | MAP_ANONYMOUS
         self._words = memoryview(self._memory).cast("q")
 
     def claim(self, slot: int, pid: int) -> None:
         """The master gives `slot` to a new worker; its heartbeat starts at the fork."""
-        self._write(slot, pid, time.monotonic_ns(), 0, 0, 0, 0)
+        self._write(slot, pid, time.monotonic_ns(), *[0] * (ASKED - BEAT - 1))
 
-    def beat(self, slot: int, pid: int, requests: int, in_flight: int, retire: bool = False, lag: float = 0.0) -> None:
-        self._write(slot, pid, time.monotonic_ns(), requests, in_flight, int(retire), round(lag * 1e9))
+    def beat(self, slot: int, pid: int, stats: WorkerStats) -> None:
+        self._write(
+            slot, pid, time.monotonic_ns(), stats.requests, stats.in_flight, stats.retire, round(stats.lag * 1e9),
+            stats.connections, stats.websockets, stats.threads, stats.threads_busy, stats.bytes_sent,
+            stats.loop_blocks, stats.request_timeouts, *stats.status, *stats.duration.words(),
+            *stats.queue_wait.words(), *stats.loop_lag.words(), stats.interface,
+        )
 
     def _write(self, slot: int, *values: int) -> None:
         words, base = self._words, slot * WORDS
@@ -72,8 +80,20 @@ class Scoreboard:
         words = _read_slot(self._words, slot)
         return words[PID], words[BEAT] / 1e9, words[REQUESTS], words[IN_FLIGHT]
 
-    def wants_retirement(self, slot: int) -> bool:
-        return bool(_read_slot(self._words, slot)[RETIRE])
+    def retire_reason(self, slot: int) -> int:
+        """Non-zero when the worker asks to be replaced: an index in stats.RETIRE_REASONS."""
+        return _read_slot(self._words, slot)[RETIRE]
+
+    def snapshot(self, slot: int) -> list[int]:
+        """All the words of a slot, as one beat wrote them."""
+        return _read_slot(self._words, slot)
+
+    def ask_stacks(self, slot: int, number: int) -> None:
+        """Ask the worker in `slot` for its stacks (the master's word): `number` names the request."""
+        self._words[slot * WORDS + ASKED] = number
+
+    def stacks_asked(self, slot: int) -> int:
+        return self._words[slot * WORDS + ASKED]
 
 
 def _read_slot(words: memoryview, slot: int) -> list[int]:
@@ -95,25 +115,28 @@ def _read_slot(words: memoryview, slot: int) -> list[int]:
         os.sched_yield()
 
 
-def read_file(path: str) -> list[dict[str, Any]]:
-    """The live slots of a TRICORN_SCOREBOARD file: pid, requests, in_flight, lag_ms."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size // SLOT_BYTES * SLOT_BYTES
-            if not size:
-                return []
-            memory = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
-    except OSError:
-        return []
-    slots = []
-    with memory:
-        words = memoryview(memory).cast("q")
-        try:
-            for slot in range(size // SLOT_BYTES):
-                values = _read_slot(words, slot)
-                if values[PID]:
-                    slots.append({"pid": values[PID], "requests": values[REQUESTS],
-                                  "in_flight": values[IN_FLIGHT], "lag_ms": values[LAG] / 1e6})
-        finally:
-            words.release()
-    return slots
+class Mailbox:
+    """Shared memory for one answer at a time from a worker to the master (its stacks): the
+    worker writes the text, then its length, then the number of the request it answers; the
+    master, having asked, waits for that number."""
+
+    SIZE = 1 << 20
+    HEADER = 16  # the request's number, the text's length
+
+    def __init__(self) -> None:
+        self._memory = mmap.mmap(-1, self.SIZE)
+        self._words = memoryview(self._memory)[:self.HEADER].cast("q")
+
+    def post(self, asked: int, text: str) -> None:
+        data = text.encode("utf-8", "replace")[:self.SIZE - self.HEADER]
+        self._memory[self.HEADER:self.HEADER + len(data)] = data
+        self._words[1] = len(data)
+        self._words[0] = asked
+
+    def wait(self, asked: int, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while self._words[0] != asked:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.005)
+        return self._memory[self.HEADER:self.HEADER + self._words[1]].decode("utf-8", "replace")

@@ -48,7 +48,11 @@ from ..errors import EXIT_APP_LOAD_FAILURE, EXIT_BOOT_FAILURE
 from ..host import systemd
 from ..host.identity import set_title
 from ..host.resources import memory_limit, rss_bytes
-from .scoreboard import Scoreboard
+from ..host.sockets import describe, open_listener
+from ..stats import RETIRE_REASONS, MasterLink, WorkerStats
+from . import control, metrics
+from .endpoints import Endpoint, Endpoints, http_answer, http_complete
+from .scoreboard import Mailbox, Scoreboard
 
 logger = logging.getLogger("tricorn.error")
 
@@ -60,8 +64,8 @@ ABORT_GRACE = 1.0  # seconds between SIGABRT (stacks to the log) and SIGKILL for
 CRASH_WINDOW = 5.0
 CRASH_LIMIT = 6
 MEMORY_SHARE = 0.8  # of the memory limit, for all workers together; the rest is headroom
-Heartbeat = Callable[[int, int, bool, float], None]  # requests, in flight, retire, loop lag
-ServeWorker = Callable[[int, int, Heartbeat], int]  # (worker number, master pid, heartbeat) -> exit code
+ServeWorker = Callable[[int, int, MasterLink], int]  # (worker number, master pid, link) -> exit code
+STACKS_WAIT = 2.0  # seconds the master waits for a worker's stacks
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
            signal.SIGUSR1, signal.SIGCHLD)
 
@@ -75,13 +79,30 @@ class Child:
     generation: int  # -1 once it no longer counts toward the worker count (TTOU, retiring)
     aborted_at: float = 0.0  # when it was sent SIGABRT for a missed heartbeat; 0 if never
     retiring: bool = False  # drain it once every worker of the current generation is READY
+    replaced: str = ""  # why a successor took its place (metrics.RESTART_REASONS); "" if none did
+
+
+class Link:
+    """A worker's MasterLink: its scoreboard slot, and the mailbox for its stacks."""
+
+    def __init__(self, scoreboard: Scoreboard, mailbox: Mailbox, slot: int, pid: int) -> None:
+        self.scoreboard, self.mailbox, self.slot, self.pid = scoreboard, mailbox, slot, pid
+
+    def beat(self, stats: WorkerStats) -> None:
+        self.scoreboard.beat(self.slot, self.pid, stats)
+
+    def stacks_asked(self) -> int:
+        return self.scoreboard.stacks_asked(self.slot)
+
+    def stacks_answer(self, asked: int, text: str) -> None:
+        self.mailbox.post(asked, text)
 
 
 class Supervisor:
     def __init__(
         self, config: Config, listeners: list[socket.socket], serve: ServeWorker,
         reload: Callable[[], tuple[Config, ServeWorker]] | None = None,
-        reopen_logs: Callable[[], None] = lambda: None,
+        reopen_logs: Callable[[], None] = lambda: None, app_metrics: metrics.AppMetrics | None = None,
     ) -> None:
         """`serve(number, master_pid, heartbeat)` runs in each forked worker and returns its exit code;
         `reload()` re-reads the configuration for HUP and returns it with a new `serve`."""
@@ -93,7 +114,13 @@ class Supervisor:
         self.reopen_logs = reopen_logs
         self.sized = False  # the worker count was checked against the memory limit
         self.announced = False  # systemd was told READY=1 for the current generation
-        self.scoreboard = Scoreboard(path=os.environ.get("TRICORN_SCOREBOARD"))
+        self.scoreboard = Scoreboard()
+        self.mailbox = Mailbox()
+        self.asked = 0  # the last stacks request's number
+        self.totals = metrics.Totals()
+        self.endpoints = Endpoints()
+        self.app_metrics = app_metrics  # --metrics-bind: the app's prometheus_client metrics
+        self.control_path: str | None = None
         self.children: dict[int, Child] = {}
         self.generation = 0
         self.early_deaths = 0
@@ -121,6 +148,7 @@ class Supervisor:
         count, why = self.config.worker_count()
         logger.info("Master starting (pid %d) with %d workers (%s)", os.getpid(), count, why)
         try:
+            self._open_endpoints()
             while not self.stopping:
                 self._spawn_missing()
                 self._sleep(max(0.01, min(1.0, self.respawn_at - time.monotonic())))
@@ -132,14 +160,104 @@ class Supervisor:
         finally:
             systemd.notify("STOPPING=1")
             self._stop_children()
+            self.endpoints.close()
+            if self.control_path:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.control_path)
+            if self.app_metrics is not None:
+                self.app_metrics.close()
         logger.info("Master exiting (pid %d)", os.getpid())
         return self.exit_code
 
     def _sleep(self, timeout: float) -> None:
-        if select.select([self._wake_r], [], [], timeout)[0]:
+        endpoints = self.endpoints
+        if endpoints.clients:
+            timeout = min(timeout, 0.1)  # their deadlines
+        try:
+            readable, writable, _ = select.select(
+                [self._wake_r, *endpoints.readers()], endpoints.writers(), [], timeout)
+        except InterruptedError:
+            return
+        if self._wake_r in readable:
+            readable.remove(self._wake_r)
             with contextlib.suppress(BlockingIOError):  # drained
                 while os.read(self._wake_r, 64):
                     pass
+        endpoints.handle(readable, writable)
+
+    # metrics and control ----------------------------------------------------------------------
+
+    def _open_endpoints(self) -> None:
+        config = self.config
+        self.control_path = config.control_path()
+        if config.metrics_bind:
+            sock = open_listener(config.metrics_bind, 64)
+            self.endpoints.add(Endpoint(sock, http_complete, http_answer(self._route_metrics)))
+            logger.info("Metrics at: %s/metrics", describe(sock))
+        if self.control_path:
+            sock = open_listener(f"unix:{self.control_path}", 16)
+            os.chmod(self.control_path, 0o600)
+            self.endpoints.add(Endpoint(sock, control.complete, control.answerer(self), owner_only=True))
+            logger.info("Control socket at: %s (tricorn ctl)", self.control_path)
+
+    def _route_metrics(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, str]:
+        plain = "text/plain; charset=utf-8"
+        if path != "/metrics":
+            return 404, plain, "Not found: the metrics are at /metrics\n"
+        if method not in ("GET", "HEAD"):
+            return 405, plain, "Method not allowed: use GET\n"
+        body, kind = metrics.exposition(self.worker_metrics(), self.totals, self.app_metrics, headers)
+        return 200, kind, body
+
+    def worker_metrics(self) -> list[metrics.Worker]:
+        found = []
+        for pid, child in self.children.items():
+            words = self.scoreboard.snapshot(child.slot)
+            if words[0] and child.aborted_at == 0:  # pid written: the worker has beaten once
+                found.append(metrics.Worker(child.slot + 1, pid, words, rss_bytes(pid)))
+        return found
+
+    def status(self) -> dict[str, object]:
+        """`tricorn ctl status`."""
+        now = time.monotonic()
+        workers = []
+        for pid, child in sorted(self.children.items(), key=lambda item: item[1].slot):
+            words = self.scoreboard.snapshot(child.slot)
+            ready = self.scoreboard.ready(child.slot)
+            state = ("aborted" if child.aborted_at else "retiring" if child.retiring or child.generation == -1
+                     else "ready" if ready else "booting")
+            workers.append({
+                "worker": child.slot + 1, "pid": pid, "state": state, "age": round(now - child.started, 3),
+                "requests": words[3], "in_flight": words[4], "rss": rss_bytes(pid),
+                "heartbeat_age": round(now - words[2] / 1e9, 3), "lag_ms": words[6] / 1e6,
+            })
+        return {"master": os.getpid(), "app": self.config.app, "target": self.target,
+                "generation": self.generation, "workers": workers}
+
+    def set_workers(self, count: int) -> None:
+        """`tricorn ctl workers N`: as many TTIN or TTOU as it takes."""
+        while self.target < count:
+            self._handle(signal.SIGTTIN)
+        while self.target > count:
+            self._handle(signal.SIGTTOU)
+
+    def signal_self(self, signum: int) -> None:
+        """A control command that a signal would do (reload, stop): queued like that signal."""
+        self._enqueue(signum, None)
+
+    def stacks(self, number: int | None) -> dict[int, str]:
+        """Each worker's (or worker `number`'s) threads' stacks, from the worker's watchdog thread."""
+        found = {}
+        for pid, child in sorted(self.children.items(), key=lambda item: item[1].slot):
+            if number is not None and child.slot + 1 != number:
+                continue
+            self.asked += 1
+            self.scoreboard.ask_stacks(child.slot, self.asked)
+            text = self.mailbox.wait(self.asked, STACKS_WAIT)
+            found[child.slot + 1] = text if text is not None else (
+                f"(worker {pid} did not answer in {STACKS_WAIT:g}s: still booting, or every thread holds the "
+                "GIL; SIGABRT logs its stacks, and kills it)")
+        return found
 
     def _handle(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
@@ -184,6 +302,7 @@ class Supervisor:
             self.sized = False
         for pid in self._current():
             self.children[pid].retiring = True
+            self.children[pid].replaced = "reload"
         self.generation += 1
         self.announced = False
         systemd.notify("RELOADING=1")
@@ -266,12 +385,8 @@ class Supervisor:
             os.close(self._wake_r)
             os.close(self._wake_w)
             os.environ.pop("NOTIFY_SOCKET", None)  # only the master speaks to systemd
-            scoreboard, me = self.scoreboard, os.getpid()
-
-            def heartbeat(requests: int, in_flight: int, retire: bool, lag: float) -> None:
-                scoreboard.beat(slot, me, requests, in_flight, retire, lag)
-
-            code = self.serve(slot + 1, parent, heartbeat)
+            self.endpoints.close()  # the master's alone
+            code = self.serve(slot + 1, parent, Link(self.scoreboard, self.mailbox, slot, os.getpid()))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -293,11 +408,28 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            self._account_exit(pid, child, status)
             if child.aborted_at:
                 logger.critical("WORKER TIMEOUT (pid %d): stack above", pid)
             else:
                 self._report(pid, status)
             self._count_early_death(time.monotonic() - child.started, status, bool(child.aborted_at))
+
+    def _account_exit(self, pid: int, child: Child, status: int) -> None:
+        """Keep an exited worker's counters, count why it was replaced, and tidy the app's metrics."""
+        words = self.scoreboard.snapshot(child.slot)
+        if words[1] == pid:
+            self.totals.fold(words)
+        reason = "timeout" if child.aborted_at else child.replaced
+        if not reason and not self.stopping and child.generation == self.generation:
+            reason = "crash"  # it died unasked: a successor takes its place
+        if reason:
+            self.totals.restarts[reason] += 1
+        if self.app_metrics is not None:
+            try:
+                self.app_metrics.worker_exited(pid)
+            except Exception:
+                logger.exception("Could not fold worker %d's prometheus_client files", pid)
 
     def _count_early_death(self, lived: float, status: int, aborted: bool) -> None:
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
@@ -327,9 +459,10 @@ class Supervisor:
                     self._kill(pid, signal.SIGKILL)
                     child.aborted_at = float("inf")
                 continue
-            if child.generation == self.generation and self.scoreboard.wants_retirement(child.slot):
-                logger.info("Worker (pid %d) asks to retire (--max-requests, --max-worker-memory, "
-                            "--max-worker-lifetime, or a request past --timeout): starting its successor", pid)
+            reason = self.scoreboard.retire_reason(child.slot) if child.generation == self.generation else 0
+            if reason:
+                child.replaced = RETIRE_REASONS[reason] if reason < len(RETIRE_REASONS) else "crash"
+                logger.info("Worker (pid %d) asks to be replaced (%s): starting its successor", pid, child.replaced)
                 child.generation = -1  # no longer counted, so a successor is spawned
                 child.retiring = True  # and it drains once the successor is READY
             silent = now - self.scoreboard.read(child.slot)[1]

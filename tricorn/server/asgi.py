@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -27,6 +28,7 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
 ERROR_BODY = b"Internal Server Error\n"
+ERROR_BODIES = {500: ERROR_BODY, 504: b"Gateway Timeout: the app took longer than --request-timeout\n"}
 
 
 class ASGIProtocolError(Exception):
@@ -74,6 +76,7 @@ class HttpCycle:
         "conn",
         "disconnected",
         "eof",
+        "expired",
         "final_delivered",
         "head_sent",
         "headers",
@@ -116,6 +119,7 @@ class HttpCycle:
         self.final_delivered = False
         self.disconnected = False
         self.eof = False
+        self.expired = False  # cancelled at --request-timeout
         self.waiter: asyncio.Future[None] | None = None
         self.started = False
         self.head_sent = False
@@ -220,9 +224,13 @@ class HttpCycle:
             self._wake()
 
     async def run(self) -> None:
+        self.conn.app_started = time.monotonic()
         try:
             await self.app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
+            if self.expired:  # our own cancellation: the task ends here
+                self._fail(None, 504)
+                return
             self._fail(None)
             raise
         except BaseException as exc:
@@ -242,7 +250,14 @@ class HttpCycle:
                 logger.error("ASGI app returned without completing the response (more_body was still true)")
                 self._fail(None)
 
-    def _fail(self, exc: BaseException | None) -> None:
+    def expire(self) -> None:
+        """--request-timeout: cancel the app; the client gets 504, or a closed connection once the
+        response has begun."""
+        if not self.complete and self.task is not None:
+            self.expired = True
+            self.task.cancel()
+
+    def _fail(self, exc: BaseException | None, status: int = 500) -> None:
         if self.complete:
             return
         self.complete = True
@@ -250,7 +265,7 @@ class HttpCycle:
             self.conn.abort()
         else:
             self.head_sent = True
-            self.conn.send_start(500, ERROR_HEADERS, ERROR_BODY, False)
+            self.conn.send_start(status, ERROR_HEADERS, ERROR_BODIES[status], False)
 
 
 class LifespanFailure(Exception):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -47,6 +48,7 @@ class HttpConnection(asyncio.Protocol):
         "_paused_body",
         "_paused_pipeline",
         "_reading_paused",
+        "app_started",
         "body_done",
         "client",
         "closed",
@@ -92,7 +94,8 @@ class HttpConnection(asyncio.Protocol):
         self.sockname: tuple[str, int] | None = None
         self.scheme = "http"
         self.body_done = False
-        self.started_at = 0.0
+        self.started_at = 0.0  # time.monotonic() when the request head was complete
+        self.app_started = 0.0  # and when the app began on it (the adapter sets it)
         self.continue_sent = False
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -255,8 +258,9 @@ class HttpConnection(asyncio.Protocol):
         if request.has_body and server.timeout_body:
             self._body_deadline = self.loop.time() + server.timeout_body
         self.continue_sent = False
-        if server.access_log is not None:
-            self.started_at = self.loop.time()
+        if server.timed:
+            self.started_at = time.monotonic()
+            self.app_started = 0.0
         if server.websockets is not None and request.is_websocket:
             server.websockets.start(self, request)  # sets self.cycle and self.websocket
         else:
@@ -275,6 +279,7 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
             return
         logger.debug("refused a request from %s: %d %s", self.client, error.status, error.reason)
+        self.server.stats.refused(error.status)
         self.transport.write(error_response(error.status, error.reason, self.server.config.server_header))
         # Lingering close: closing with unread bytes in the kernel would send RST, which can
         # destroy the error response before the client reads it. Half-close, drop what still
@@ -346,8 +351,14 @@ class HttpConnection(asyncio.Protocol):
         response = self.response
         request = self.request
         server.in_flight -= 1
-        if server.access_log is not None and request is not None and response is not None:
-            server.access_log.log(request, response, self.loop.time() - self.started_at)
+        if server.timed and response is not None:
+            started = self.started_at
+            took = time.monotonic() - started
+            if server.metrics:
+                queued = self.app_started - started if self.app_started else -1.0
+                server.stats.finished(response.status, response.bytes_sent, took, queued)
+            if server.access_log is not None and request is not None:
+                server.access_log.log(request, response, took)
         self.cycle = None
         self.request = None
         self.response = None
@@ -452,7 +463,7 @@ class HttpConnection(asyncio.Protocol):
         if server.access_log is not None:
             timed_out = Response(request, server.server_header, server.date_header)
             timed_out.status = 408
-            server.access_log.log(request, timed_out, now - self.started_at)
+            server.access_log.log(request, timed_out, time.monotonic() - self.started_at)
         self.request = None  # logged: the app's own ending adds no second line
         self._refuse(ProtocolError(408, "Request timeout: the request body stopped arriving (--timeout-body)"))
 

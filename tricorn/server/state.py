@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Protocol
 
 from ..config import Config
+from ..stats import WorkerStats
 from .access_log import AccessLog
 from .h1 import Request, RequestParser
 from .proxy import TrustedProxies
@@ -85,6 +86,10 @@ class ServerState:
         self.connections: set[Connection] = set()
         self.in_flight = 0
         self.requests = 0
+        self.stats = WorkerStats()  # reported to the master on each heartbeat (worker.py)
+        # Whether each response is timed and counted for /metrics; and whether requests are timed at all.
+        self.metrics = config.metrics_bind is not None
+        self.timed = self.metrics or access_log is not None or bool(config.slow_request or config.request_timeout)
         self.threads = 0  # a WSGI worker's
         # ...and how many of them hold a request running app code, or one queued for them (not the
         # requests whose body is still arriving, nor those waiting for a slow client to read): the

@@ -26,11 +26,14 @@ from ..host import sockets as sockets_module
 from ..host import systemd
 from ..host.eventloop import new_event_loop
 from ..host.resources import rss_bytes
+from ..stats import INTERFACES, RETIRE_REASONS, MasterLink
 from .accept import Acceptor
 from .access_log import AccessLog
 from .asgi import ASGI2App, ASGIAdapter, Lifespan, LifespanFailure
 from .connection import HttpConnection
+from .overdue import RequestWatch
 from .state import ServerState
+from .watchdog import Watchdog
 from .ws import WebSocketAdapter
 from .wsgi import Job, ThreadPool, WSGIAdapter
 
@@ -41,11 +44,11 @@ class Worker:
     def __init__(
         self, config: Config, app: Any, interface: str, listeners: list[socket.socket],
         access_log: AccessLog | None, parent_pid: int = 0,
-        heartbeat: Callable[[int, int, bool, float], None] | None = None, ssl_context: ssl.SSLContext | None = None,
+        link: MasterLink | None = None, ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.parent_pid = parent_pid  # the master's pid; 0 when serving without one
-        self.heartbeat = heartbeat  # heartbeat(requests, in_flight, retire, lag) into the master's scoreboard
+        self.link = link  # the heartbeat into the master's scoreboard; None serving alone
         self.ssl_context = ssl_context
         jitter = random.randint(0, config.max_requests_jitter) if config.max_requests_jitter > 0 else 0
         self.max_requests = config.max_requests + jitter if config.max_requests > 0 else 0
@@ -60,10 +63,12 @@ class Worker:
         self._signals = 0
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._retiring = False
+        self._retire_why = 0  # an index in stats.RETIRE_REASONS, once the worker asked to be replaced
+        self._watch: RequestWatch | None = None  # --slow-request, --request-timeout
         self._abandoned: set[Job] = set()  # WSGI requests past --timeout, not waited for
 
     def run(self) -> int:
-        if self.heartbeat is not None:
+        if self.link is not None:
             # The master sends SIGABRT to a hung worker: every thread's stack goes to the log, then
             # the worker dies of the signal.
             faulthandler.enable(all_threads=True)
@@ -84,7 +89,7 @@ class Worker:
         self._stop.set()
 
     def _hup(self) -> None:
-        if self.heartbeat is None:
+        if self.link is None:
             logger.warning("SIGHUP: serving in one process (-w 1), there is no master to start new workers; "
                            "restart the process, or run with -w 2 or more for zero-downtime reloads")
 
@@ -97,10 +102,12 @@ class Worker:
         # HUP is the master's to handle (`pkill -HUP tricorn` reaches the workers too); alone, say why nothing happens.
         loop.add_signal_handler(signal.SIGHUP, self._hup)
         state = ServerState(config, loop, self.access_log)
-        if self.heartbeat is not None and self.max_requests:
+        state.stats.interface = INTERFACES.index("wsgi" if self.interface == "wsgi" else "asgi")
+        if self.link is not None and self.max_requests:
             state.max_requests = self.max_requests
             state.on_max_requests = lambda: self._retire(
-                state, "Reached --max-requests (%d requests): finishing the %d in progress, then exiting",
+                state, "max_requests",
+                "Reached --max-requests (%d requests): finishing the %d in progress, then exiting",
                 self.max_requests, state.in_flight)
 
         lifespan = None
@@ -111,7 +118,7 @@ class Worker:
                     loop.call_soon_threadsafe(state.thread_freed)
 
             state.adapter = adapter = WSGIAdapter(
-                self.app, config, threads, multiprocess=self.heartbeat is not None, on_free=thread_freed)
+                self.app, config, threads, multiprocess=self.link is not None, on_free=thread_freed)
             state.threads = threads
             state.busy_threads = adapter.pool.busy
         else:
@@ -131,7 +138,7 @@ class Worker:
         # A handshake counts against the header timeout: half-open handshakes cannot pile up.
         handshake_timeout = config.timeout_header if self.ssl_context else None
         for sock in self.listeners:
-            if state.threads and self.heartbeat is not None:  # WSGI workers sharing the listener: accept.py
+            if state.threads and self.link is not None:  # WSGI workers sharing the listener: accept.py
                 acceptor = Acceptor(state, sock, self.ssl_context, handshake_timeout)
                 state.acceptors.append(acceptor)
                 acceptor.start()
@@ -145,10 +152,14 @@ class Worker:
                 where = where.replace("http://", "https://", 1)
             logger.info("Listening at: %s (%d)", where, os.getpid())
         logger.info("Serving %s (%s)", config.app, self.interface)
-        if self.heartbeat is not None:
-            self.heartbeat(0, 0, False, 0.0)  # the first beat tells the master this worker is READY
+        if self.link is not None:
+            self.link.beat(state.stats)  # the first beat tells the master this worker is READY
         systemd.notify("READY=1")  # serving alone under systemd; a no-op in a master's worker
+        self._watch = RequestWatch(state, config.slow_request, config.request_timeout,
+                                   getattr(state.adapter, "pool", None), lambda: self._too_many_abandoned(state))
         self._start_sweep(state)
+        watchdog = Watchdog(state, config.block_warn, self.link, self._thread_requests(state))
+        watchdog.start()
 
         await self._stop.wait()
         logger.info("Shutting down: waiting up to %gs for %d request(s) in progress",
@@ -183,6 +194,9 @@ class Worker:
             await lifespan.shutdown()
         if isinstance(state.adapter, WSGIAdapter):
             state.adapter.close(timeout=1.0)
+        watchdog.stop()
+        if self.link is not None:  # the last counts, for the master's totals
+            self._report(state, 0.0)
         logger.info("Finished server process (%d)", os.getpid())
 
     async def _serve_backlog(
@@ -202,7 +216,7 @@ class Worker:
                     _, conn = await loop.connect_accepted_socket(lambda: HttpConnection(state), client)
                     conn.shutdown()
 
-    def _retire(self, state: ServerState, message: str, *args: object) -> None:
+    def _retire(self, state: ServerState, why: str, message: str, *args: object) -> None:
         """Leave serving to a successor (--max-requests, a stuck WSGI request): every response from
         now on says `connection: close`, no new connection is taken, and the worker exits once its
         requests in flight are answered, except those abandoned past --timeout (the master starts
@@ -210,20 +224,38 @@ class Worker:
         connection gets until its keep-alive deadline to send that request."""
         logger.info(message, *args)
         self._retiring = True
+        self._retire_why = self._retire_why or RETIRE_REASONS.index(why)
         state.shutting_down = True
         state.hurry = False  # the successor is already starting: idle connections keep their deadlines
         assert self._stop is not None
         self._stop.set()
 
-    def _should_retire(self, state: ServerState) -> bool:
+    def _retire_reason(self, state: ServerState) -> int:
         """--max-requests, --max-worker-lifetime, --max-worker-memory, a stuck request: ask the master
-        for a successor."""
-        if self._retiring or 0 < self.max_requests <= state.requests:
-            return True
-        if self.retire_at and time.monotonic() >= self.retire_at:
-            return True
-        limit = self.config.max_worker_memory
-        return bool(limit) and rss_bytes() > limit
+        for a successor, saying why (an index in stats.RETIRE_REASONS; 0: no need)."""
+        if self._retire_why:
+            return self._retire_why
+        if 0 < self.max_requests <= state.requests:
+            self._retire_why = RETIRE_REASONS.index("max_requests")
+        elif self.retire_at and time.monotonic() >= self.retire_at:
+            self._retire_why = RETIRE_REASONS.index("lifetime")
+        elif self.config.max_worker_memory and rss_bytes() > self.config.max_worker_memory:
+            self._retire_why = RETIRE_REASONS.index("memory")
+        return self._retire_why
+
+    def _report(self, state: ServerState, lag: float) -> None:
+        """Copy the gauges into the stats and beat (the loop thread)."""
+        assert self.link is not None
+        stats = state.stats
+        stats.requests = state.requests
+        stats.in_flight = state.in_flight
+        stats.retire = self._retire_reason(state)
+        stats.lag = lag
+        stats.connections = len(state.connections)
+        stats.websockets = sum(1 for conn in state.connections if getattr(conn, "websocket", None) is not None)
+        stats.threads = state.threads
+        stats.threads_busy = state.busy_threads()
+        self.link.beat(stats)
 
     def _check_overdue(self, state: ServerState, pool: ThreadPool) -> None:
         """A WSGI request still running at --timeout: its thread's stack goes to the log, once. Python
@@ -235,11 +267,25 @@ class Worker:
             self._abandoned.add(job)
             logger.error("WSGI request %s still running after %.1fs (--timeout %gs); %s. %s", job.describe(),
                          seconds, self.config.timeout,
-                         "replacing this worker" if self.heartbeat is not None else "its thread stays busy",
+                         "replacing this worker" if self.link is not None else "its thread stays busy",
                          stack.rstrip("\n"))
-            if self.heartbeat is not None and not self._retiring:
-                self._retire(state, "Finishing the %d other request(s) in progress, then exiting",
+            if self.link is not None and not self._retiring:
+                self._retire(state, "timeout", "Finishing the %d other request(s) in progress, then exiting",
                              state.in_flight - self._stuck(state))
+
+    def _too_many_abandoned(self, state: ServerState) -> None:
+        """More than half the WSGI threads run requests given up at --request-timeout."""
+        if self.link is not None and not self._retiring:
+            self._retire(state, "timeout", "More than half the threads run abandoned requests: finishing the %d "
+                         "other request(s) in progress, then exiting", state.in_flight)
+
+    def _thread_requests(self, state: ServerState) -> Callable[[], dict[int, str]]:
+        """For the watchdog's stacks: which request each WSGI thread runs."""
+        pool = getattr(state.adapter, "pool", None)
+        if pool is None:
+            return dict
+        jobs = pool.jobs
+        return lambda: {thread.ident or 0: record[0].describe() for thread, record in list(jobs.items())}
 
     def _stuck(self, state: ServerState) -> int:
         """How many abandoned requests are still running."""
@@ -271,9 +317,11 @@ class Worker:
             pool = getattr(state.adapter, "pool", None)
             if pool is not None:
                 self._check_overdue(state, pool)
+            if self._watch is not None and self._watch.active:
+                self._watch.check()
             # A WSGI worker whose every thread is stuck in one request is as hung as a blocked loop.
-            if self.heartbeat is not None and (pool is None or pool.stuck_for() < config.timeout):
-                self.heartbeat(state.requests, state.in_flight, self._should_retire(state), lag)
+            if self.link is not None and (pool is None or pool.stuck_for() < config.timeout):
+                self._report(state, lag)
                 lag = 0.0
             for conn in list(state.connections):
                 conn.check_deadline(now)

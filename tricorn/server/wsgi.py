@@ -40,6 +40,7 @@ logger = logging.getLogger("tricorn.error")
 
 ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
 ERROR_BODY = b"Internal Server Error\n"
+TIMEOUT_BODY = b"Gateway Timeout: the app took longer than --request-timeout\n"
 
 
 class WSGIProtocolError(Exception):
@@ -62,7 +63,8 @@ class ThreadPool:
         self.on_free = on_free  # called from a pool thread when a job ends or waits on a client
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # for the counts below; the common path takes none
-        self.waiting = 0  # threads inside a job, waiting on its client
+        self.waiting = 0  # threads inside a job, waiting on its client (or abandoned)
+        self.abandoned: set[threading.Thread] = set()  # threads whose job passed --request-timeout
         self._live = 0
         self._threads: list[threading.Thread] = []
         self._names = itertools.count()
@@ -95,6 +97,10 @@ class ThreadPool:
                 job.run()
             finally:
                 del jobs[thread]
+                if thread in self.abandoned:
+                    with self._lock:
+                        self.abandoned.discard(thread)
+                        self.waiting -= 1
                 self.on_free()
             if self._live > self.size and self._retire_surplus():
                 return
@@ -124,8 +130,22 @@ class ThreadPool:
         finally:
             with self._lock:
                 self.waiting -= 1
-            if record is not None:
+            if record is not None and threading.current_thread() not in self.abandoned:
                 record[1] = time.monotonic()
+
+    def abandon(self, job: Job) -> None:
+        """Give up on a job still running (--request-timeout; the loop thread): its thread stands
+        aside as if it waited on a client, and a new thread takes its place. The thread rejoins the
+        pool, or leaves it as surplus, when the app returns."""
+        for thread, record in list(self.jobs.items()):
+            if record[0] is job and thread not in self.abandoned:
+                with self._lock:
+                    self.abandoned.add(thread)
+                    self.waiting += 1
+                    if self._live - self.waiting < self.size:
+                        self._spawn()
+                record[1] = 0.0
+                self.on_free()
 
     @property
     def current(self) -> list[Job]:
@@ -231,6 +251,22 @@ class WSGICycle:
         if not self.dispatched:
             self.dispatched = True
             self.adapter.pool.submit(self)
+
+    def expire(self) -> None:
+        """--request-timeout: answer 504, or close if the response has begun. What the app sends
+        from now on is dropped, and its next read or write raises ClientDisconnected."""
+        with self.lock:
+            self.failed = self.disconnected = True
+            self._notify()
+        conn = self.conn
+        if conn.cycle is not self:
+            return
+        response = conn.response
+        if response is not None and not response.status and not conn.closed:
+            response.keep_alive = False
+            conn.send_start(504, ERROR_HEADERS, TIMEOUT_BODY, False)
+        else:
+            conn.abort()
 
     def describe(self) -> str:
         request = self.request
@@ -384,6 +420,7 @@ class WSGICycle:
             self._emit(data, more_body, start=True)
 
     def run(self) -> None:
+        self.conn.app_started = time.monotonic()
         result: Any = None
         try:
             result = self.adapter.app(self.environ(), self.start_response)

@@ -1,11 +1,13 @@
 """The server under test: the command that starts it under one configuration (tricorn itself, or
-a --cmd template), and the process it runs as, with its CPU time, memory and tricorn's own counters."""
+a --cmd template), and the process it runs as, with its CPU time, memory and tricorn's own counters
+(read from its master's control socket, as `tricorn ctl status` does)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,9 +16,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from ..ctl import ask
+from ..errors import UserError
 from ..host.resources import rss_bytes
-from ..master import scoreboard
 from .model import TrialError
 from .procfs import ticks
 
@@ -46,7 +50,7 @@ class ServerCommand:
         return self.template.format(workers=workers, threads=threads or 1, port=port)
 
     def counted(self, workers: int) -> bool:
-        """Whether the server keeps a scoreboard to read: tricorn's master, with 2+ workers."""
+        """Whether the server has counters to read: tricorn's master, with 2+ workers."""
         return self.template is None and workers > 1
 
     def process_argv(self, argv: list[str]) -> list[str]:
@@ -64,16 +68,18 @@ class ServerProcess:
     """The server under test, in its own session so that it and its workers stop together."""
 
     def __init__(self, argv: Sequence[str], cores: frozenset[int] | None, counted_workers: int = 0) -> None:
-        """`counted_workers`: how many workers tricorn's scoreboard will show (0: it keeps none)."""
+        """`counted_workers`: how many workers tricorn's master will report (0: argv is not a
+        tricorn master; else a control socket is added to argv)."""
         self.argv = list(argv)
         self.cores = cores
         self.workers = counted_workers
         self.log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed by stop()
         self.process: subprocess.Popen[bytes] | None = None
-        self.scoreboard: str | None = None
+        self.control: str | None = None
         if counted_workers:
-            fd, self.scoreboard = tempfile.mkstemp(prefix="tricorn-scoreboard-")
-            os.close(fd)
+            self._control_dir = tempfile.mkdtemp(prefix="tricorn-tune-")
+            self.control = os.path.join(self._control_dir, "ctl")
+            self.argv += ["--control-socket", self.control]
         self.served = 0  # the workers' requests at the last reading
 
     def start(self) -> None:
@@ -84,9 +90,8 @@ class ServerProcess:
                 os.sched_setaffinity(0, cores)
 
         try:
-            env = {**os.environ, "TRICORN_SCOREBOARD": self.scoreboard} if self.scoreboard else None
             self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                                            start_new_session=True, preexec_fn=pin, env=env)
+                                            start_new_session=True, preexec_fn=pin)
         except OSError as exc:
             raise TrialError(f"cannot start {self.argv[0]}: {exc.strerror}; check --cmd") from None
 
@@ -97,7 +102,7 @@ class ServerProcess:
 
     def wait_ready(self, port: int, path: str, timeout: float) -> None:
         """Until the server answers an HTTP request on `port` (any status: the probe judges it) and,
-        where it keeps a scoreboard, every worker listens: connections opened while one still
+        where its master reports them, every worker listens: connections opened while one still
         starts all go to the others, and stay there (keep-alive)."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
@@ -115,7 +120,7 @@ class ServerProcess:
                         answered = sock.recv(5) == b"HTTP/"
             except OSError:
                 pass
-            listening = len(scoreboard.read_file(self.scoreboard)) if self.scoreboard else self.workers
+            listening = len(self._workers()) if self.control else self.workers
             if answered and listening >= self.workers:
                 return
             if time.monotonic() > deadline:
@@ -168,12 +173,22 @@ class ServerProcess:
             return total, total, 0
         return total, sum(serving) // len(serving), sizes.get(self.process.pid, 0)
 
+    def _workers(self) -> list[dict[str, Any]]:
+        """The ready workers as the master's control socket reports them; none until it answers."""
+        assert self.control is not None
+        try:
+            reply = ask(self.control, {"command": "status"})
+        except UserError:
+            return []
+        workers: list[dict[str, Any]] = reply.get("status", {}).get("workers", [])
+        return [worker for worker in workers if worker["state"] == "ready"]
+
     def counters(self) -> tuple[list[int], float] | None:
-        """The workers' request counts and largest loop lag (ms), from tricorn's scoreboard."""
-        if self.scoreboard is None:
+        """The workers' request counts and largest loop lag (ms), from tricorn's master."""
+        if self.control is None:
             return None
-        slots = scoreboard.read_file(self.scoreboard)
-        return [slot["requests"] for slot in slots], max((slot["lag_ms"] for slot in slots), default=0.0)
+        workers = self._workers()
+        return [int(w["requests"]) for w in workers], max((w["lag_ms"] for w in workers), default=0.0)
 
     def stop(self, grace: float = 10.0) -> None:
         process = self.process
@@ -192,6 +207,5 @@ class ServerProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             self.log.close()
-            if self.scoreboard is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.scoreboard)
+            if self.control is not None:
+                shutil.rmtree(self._control_dir, ignore_errors=True)
