@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +102,29 @@ def test_configuration_reference_is_current() -> None:
     docs = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
     assert docs.read_text() == reference(), (
         "regenerate: python -c 'import tricorn.config as c; print(c.reference(), end=\"\")' > docs/configuration.md")
+
+
+def test_migrating_md_is_current_and_lists_every_gunicorn_and_uvicorn_flag() -> None:
+    from tricorn import migration
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "migrating.md"
+    assert docs.read_text() == migration.guide(), (
+        "regenerate: python -c 'import tricorn.migration as m; print(m.guide(), end=\"\")' > docs/migrating.md")
+    assert "| ? |" not in docs.read_text(), "a flag with no tricorn answer: add it to tricorn/migration.py"
+
+    listed = {flag for spellings in (*migration.GUNICORN_FLAGS, *migration.UVICORN_FLAGS)
+              for flag in spellings.split("/")}
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:
+        assert not os.environ.get("CI"), "CI installs gunicorn ('.[dev]')"
+        pytest.skip("gunicorn is not installed (pip install -e '.[dev]'); CI runs this check")
+    theirs = {flag for setting in KNOWN_SETTINGS for flag in setting.cli or ()}
+    help_text = subprocess.run([sys.executable, "-m", "uvicorn", "--help"], capture_output=True, text=True).stdout
+    assert "--port" in help_text, "uvicorn is not installed ('.[dev]')"
+    for line in help_text.splitlines():
+        match = re.match(r"\s+(--[a-z0-9-]+)(?:\s*/\s*(--[a-z0-9-]+))?", line)
+        if match:
+            theirs |= {flag for flag in match.groups() if flag}
+    missing = sorted(theirs - listed - {"--help", "--version"})
+    assert not missing, f"gunicorn or uvicorn flags missing from tricorn/migration.py: {missing}"

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +21,7 @@ import pytest
 
 from tricorn.host.resources import effective_cpus
 
-from .conftest import APPS, ROOT
+from .conftest import APPS, ROOT, free_port
 from .test_supervisor import alive, booted
 
 
@@ -250,3 +252,45 @@ def test_hup_to_a_lone_process_or_to_a_worker_is_harmless(serve) -> None:
     server.wait_for(lambda: len(booted(server)) == 3, what="a third worker")
     assert alive(worker) and "was killed by SIGHUP" not in server.stderr
     assert server.stop() == 0
+
+
+def test_the_nginx_configuration_in_the_deployment_docs_works(serve, tmp_path) -> None:
+    """docs/deployment.md's nginx block, as written (only the ports changed), in front of tricorn."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not nginx:
+        assert not os.environ.get("CI"), "CI must have nginx: .ci/run installs it"
+        pytest.skip("nginx is not installed (apt-get install nginx-light); CI runs this test")
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    block = re.search(r"```nginx\n(.*?)```", docs, re.S)[1]
+    server = serve("observe_apps:wsgi")
+    port = free_port()
+    assert "server 127.0.0.1:8000;" in block and "listen 80;" in block
+    block = block.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{server.port};")
+    block = block.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{\naccess_log off;\nclient_body_temp_path {tmp_path}/body;\nproxy_temp_path {tmp_path}/proxy;\n"
+        f"{block}\n}}\n")
+    checked = subprocess.run([nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    proxy = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path)])
+    try:
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")  # a client address nginx alone knows
+        with httpx.Client(transport=transport, timeout=10) as client:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    answer = client.get(f"http://127.0.0.1:{port}/whoami", headers={"host": "app.example"})
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline, "nginx did not start"
+                    time.sleep(0.05)
+            # The app sees the client behind nginx (X-Forwarded-For from a trusted peer) and its Host.
+            assert answer.text == "127.0.0.2 http app.example"
+            for _ in range(5):
+                assert client.get(f"http://127.0.0.1:{port}/").text == "ok"
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
