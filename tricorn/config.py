@@ -531,7 +531,7 @@ def load(
         sources["workers"] = "env WEB_CONCURRENCY"
 
     for name, raw in cli.items():
-        flag = SETTINGS[name].flags[-1] if SETTINGS[name].flags else "APP"
+        flag = next((f for f in SETTINGS[name].flags if f.startswith("--")), "APP")  # the long name, not an alias
         values[name] = _parse(name, raw, f"command line {flag}")
         sources[name] = "command line"
 
