@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
 from .conftest import ROOT, exchange, free_port
 
@@ -266,3 +268,27 @@ def test_a_worker_with_most_threads_abandoned_is_replaced(serve) -> None:
     assert after["tricorn_request_timeouts_total"] == 2
     assert "More than half the threads run abandoned requests" in server.stderr
     assert httpx.get(server.url + "/", timeout=10).text == "ok"
+
+
+def test_gauges_show_requests_threads_and_websockets_in_progress(serve) -> None:
+    wsgi_metrics, asgi_metrics = free_port(), free_port()
+    wsgi = serve("observe_apps:wsgi", "--threads", "4", "--metrics-bind", f"127.0.0.1:{wsgi_metrics}")
+    asgi = serve("ws_apps:echo", "--metrics-bind", f"127.0.0.1:{asgi_metrics}")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(httpx.get, wsgi.url + "/forever", timeout=10)  # 3 s in the app
+        busy = wsgi.wait_for(lambda: (s := scrape(wsgi_metrics)) and s.get("tricorn_requests_in_flight") == 1
+                             and s, what="the request in flight")
+        assert busy["tricorn_wsgi_threads_busy"] == 1 and busy["tricorn_wsgi_threads"] == 4
+        assert busy["tricorn_connections_open"] == 1
+        assert running.result().status_code == 200
+
+    async def hold_a_websocket() -> None:
+        async with connect(asgi.url.replace("http", "ws") + "/") as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            await asyncio.to_thread(asgi.wait_for, lambda: scrape(asgi_metrics).get(
+                "tricorn_websocket_connections_open") == 1, 10.0, "the WebSocket counted")
+
+    asyncio.run(hold_a_websocket())
+    asgi.wait_for(lambda: scrape(asgi_metrics).get("tricorn_websocket_connections_open") == 0,
+                  what="the WebSocket gone")
