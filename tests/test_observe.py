@@ -115,6 +115,23 @@ def test_metrics_add_up_every_worker_and_never_go_backwards(serve) -> None:
     assert openmetrics.text.endswith("# EOF\n")
     assert requests_total(scrape(metrics_port, "application/openmetrics-text")) == 21
     assert httpx.get(f"http://127.0.0.1:{metrics_port}/").status_code == 404
+    assert httpx.post(f"http://127.0.0.1:{metrics_port}/metrics").status_code == 405
+
+
+def test_metrics_on_a_unix_socket_with_one_worker(serve, tmp_path: Path) -> None:
+    """--metrics-bind unix:PATH; and one worker gets a master, which serves them."""
+    path = tmp_path / "metrics.sock"
+    server = serve("observe_apps:asgi", "--metrics-bind", f"unix:{path}")
+    assert httpx.get(server.url + "/").text == "ok"
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(path))) as client:
+        def counted() -> bool:
+            try:
+                text = client.get("http://metrics/metrics").text
+            except httpx.TransportError:  # the master is still starting
+                return False
+            return 'tricorn_requests_total{interface="asgi",status="2xx"} 1' in text
+        server.wait_for(counted, what="the request counted")
+    assert "Booting worker" in server.stderr  # under a master
 
 
 def ctl_status_via_metrics_pid(metrics_port: int) -> str:
@@ -194,9 +211,17 @@ def test_ctl_status_workers_stacks_and_stop(serve, open_dir: Path) -> None:
     server.wait_for(lambda: sum(w["state"] == "ready" for w in status().get("workers", [])) == 3,
                     what="a third worker")
 
-    stacks = ctl("stacks", "2", "--pid", str(pid_file))
+    assert ctl("remove", "--pid", str(pid_file)).returncode == 0
+    server.wait_for(lambda: len(status().get("workers", [])) == 2, what="back to two workers")
+    before = {w["pid"] for w in status()["workers"]}
+    assert ctl("reload", "--pid", str(pid_file)).returncode == 0  # as HUP: new workers, the old drained
+    server.wait_for(lambda: (s := status()) and len(s.get("workers", [])) == 2 and s["generation"] == 1
+                    and not {w["pid"] for w in s["workers"]} & before, what="a new generation")
+
+    number = status()["workers"][-1]["worker"]
+    stacks = ctl("stacks", str(number), "--pid", str(pid_file))
     assert stacks.returncode == 0
-    assert "--- worker 2 ---" in stacks.stdout and "(event loop)" in stacks.stdout
+    assert f"--- worker {number} ---" in stacks.stdout and "(event loop)" in stacks.stdout
     assert "tricorn-wsgi-0" in stacks.stdout  # the app's threads too
     missing = ctl("stacks", "9", "--pid", str(pid_file))
     assert missing.returncode == 1 and "no worker 9" in missing.stderr

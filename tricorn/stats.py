@@ -38,12 +38,14 @@ class Histogram:
 
 
 class WorkerStats:
-    """One worker's counters (monotonic) and gauges (as of the last heartbeat)."""
+    """One worker's counters (monotonic) and gauges (as of the last heartbeat). The request
+    duration and queue wait histograms are flat fields (counts per bucket, and the sum), since
+    `finished` runs for every request."""
 
     __slots__ = (
-        "bytes_sent", "connections", "duration", "in_flight", "interface", "lag", "loop_blocks", "loop_lag",
-        "queue_wait", "request_timeouts", "requests", "retire", "status", "threads", "threads_busy",
-        "websockets",
+        "bytes_sent", "connections", "duration_counts", "duration_total", "in_flight", "interface", "lag",
+        "loop_blocks", "loop_lag", "queue_counts", "queue_total", "request_timeouts", "requests", "retire",
+        "status", "threads", "threads_busy", "websockets",
     )
 
     def __init__(self) -> None:
@@ -60,27 +62,33 @@ class WorkerStats:
         self.loop_blocks = 0
         self.request_timeouts = 0
         self.status = [0] * len(STATUS_CLASSES)
-        self.duration = Histogram()  # request head complete → response sent
-        self.queue_wait = Histogram()  # request head complete → the app starts on it
+        self.duration_counts = [0] * (len(BUCKETS) + 1)  # request head complete → response sent
+        self.duration_total = 0.0
+        self.queue_counts = [0] * (len(BUCKETS) + 1)  # request head complete → the app starts on it
+        self.queue_total = 0.0
         self.loop_lag = Histogram()  # how late the loop ran a timer that was due
 
     def finished(self, status: int, bytes_sent: int, duration: float, queue_wait: float) -> None:
-        """A response ended (the loop thread). Once per request: most of it is the first buckets' fast path."""
+        """A response ended (the loop thread), with --metrics-bind on; most requests take the
+        first bucket's fast path."""
         if status >= 100:
             self.status[status // 100 - 1] += 1
         self.bytes_sent += bytes_sent
-        histogram = self.duration
-        histogram.counts[0 if duration <= FIRST_BUCKET else bisect_left(BUCKETS, duration)] += 1
-        histogram.total += duration
+        self.duration_counts[0 if duration <= FIRST_BUCKET else bisect_left(BUCKETS, duration)] += 1
+        self.duration_total += duration
         if queue_wait >= 0.0:
-            histogram = self.queue_wait
-            histogram.counts[0 if queue_wait <= FIRST_BUCKET else bisect_left(BUCKETS, queue_wait)] += 1
-            histogram.total += queue_wait
+            self.queue_counts[0 if queue_wait <= FIRST_BUCKET else bisect_left(BUCKETS, queue_wait)] += 1
+            self.queue_total += queue_wait
 
     def refused(self, status: int) -> None:
         """A request answered with an error before the app saw it (the loop thread)."""
         if 100 <= status < 600:
             self.status[status // 100 - 1] += 1
+
+    def histogram_words(self) -> list[int]:
+        """The three histograms as the scoreboard keeps them: counts, then the sum in nanoseconds."""
+        return [*self.duration_counts, round(self.duration_total * 1e9), *self.queue_counts,
+                round(self.queue_total * 1e9), *self.loop_lag.words()]
 
 
 class MasterLink(Protocol):

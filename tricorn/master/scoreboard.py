@@ -59,8 +59,7 @@ class Scoreboard:
         self._write(
             slot, pid, time.monotonic_ns(), stats.requests, stats.in_flight, stats.retire, round(stats.lag * 1e9),
             stats.connections, stats.websockets, stats.threads, stats.threads_busy, stats.bytes_sent,
-            stats.loop_blocks, stats.request_timeouts, *stats.status, *stats.duration.words(),
-            *stats.queue_wait.words(), *stats.loop_lag.words(), stats.interface,
+            stats.loop_blocks, stats.request_timeouts, *stats.status, *stats.histogram_words(), stats.interface,
         )
 
     def _write(self, slot: int, *values: int) -> None:

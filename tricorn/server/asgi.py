@@ -224,7 +224,8 @@ class HttpCycle:
             self._wake()
 
     async def run(self) -> None:
-        self.conn.app_started = time.monotonic()
+        if self.conn.server.metrics:  # the queue wait
+            self.conn.app_started = time.monotonic()
         try:
             await self.app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:

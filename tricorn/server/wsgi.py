@@ -420,7 +420,8 @@ class WSGICycle:
             self._emit(data, more_body, start=True)
 
     def run(self) -> None:
-        self.conn.app_started = time.monotonic()
+        if self.conn.server.metrics:  # the queue wait
+            self.conn.app_started = time.monotonic()
         result: Any = None
         try:
             result = self.adapter.app(self.environ(), self.start_response)
