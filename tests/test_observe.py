@@ -242,7 +242,9 @@ def test_ctl_status_workers_stacks_and_stop(serve, open_dir: Path) -> None:
 def test_ctl_status_fails_while_a_worker_is_not_ready(serve, tmp_path: Path) -> None:
     """As a liveness or readiness probe: non-zero until every worker the master wants is ready."""
     socket_path, gate = tmp_path / "c.sock", tmp_path / "gate"
-    server = serve("observe_apps:gated()", "--control-socket", str(socket_path), env={"TEST_GATE": str(gate)})
+    metrics_port = free_port()
+    server = serve("observe_apps:gated()", "--control-socket", str(socket_path),
+                   "--metrics-bind", f"127.0.0.1:{metrics_port}", env={"TEST_GATE": str(gate)})
     server.wait_for(lambda: ctl("status", "--control-socket", str(socket_path)).returncode == 0,
                     what="the one worker ready")
     gate.touch()  # a worker starting from now on waits in the app's import
@@ -250,6 +252,7 @@ def test_ctl_status_fails_while_a_worker_is_not_ready(serve, tmp_path: Path) -> 
     server.wait_for(lambda: "waiting" in server.records(), what="the second worker booting")
     booting = ctl("status", "--control-socket", str(socket_path))
     assert booting.returncode == 1 and "booting" in booting.stdout
+    assert scrape(metrics_port)["tricorn_workers"] == 1  # a booting worker does not serve yet
     gate.unlink()
     server.wait_for(lambda: ctl("status", "--control-socket", str(socket_path)).returncode == 0,
                     what="both workers ready")

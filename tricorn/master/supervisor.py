@@ -51,6 +51,7 @@ from ..host.resources import memory_limit, rss_bytes
 from ..host.sockets import describe, open_listener
 from ..stats import RETIRE_REASONS, MasterLink, WorkerStats
 from . import control, metrics
+from . import scoreboard as sb
 from .endpoints import Endpoint, Endpoints, http_answer, http_complete
 from .scoreboard import Mailbox, Scoreboard
 
@@ -213,7 +214,7 @@ class Supervisor:
         found = []
         for pid, child in self.children.items():
             words = self.scoreboard.snapshot(child.slot)
-            if words[0] and child.aborted_at == 0:  # pid written: the worker has beaten once
+            if words[sb.PID] and child.aborted_at == 0:  # pid written: the worker has beaten once
                 found.append(metrics.Worker(child.slot + 1, pid, words, rss_bytes(pid)))
         return found
 
@@ -223,13 +224,12 @@ class Supervisor:
         workers = []
         for pid, child in sorted(self.children.items(), key=lambda item: item[1].slot):
             words = self.scoreboard.snapshot(child.slot)
-            ready = self.scoreboard.ready(child.slot)
             state = ("aborted" if child.aborted_at else "retiring" if child.retiring or child.generation == -1
-                     else "ready" if ready else "booting")
+                     else "ready" if words[sb.PID] else "booting")
             workers.append({
                 "worker": child.slot + 1, "pid": pid, "state": state, "age": round(now - child.started, 3),
-                "requests": words[3], "in_flight": words[4], "rss": rss_bytes(pid),
-                "heartbeat_age": round(now - words[2] / 1e9, 3), "lag_ms": words[6] / 1e6,
+                "requests": words[sb.REQUESTS], "in_flight": words[sb.IN_FLIGHT], "rss": rss_bytes(pid),
+                "heartbeat_age": round(now - words[sb.BEAT] / 1e9, 3), "lag_ms": words[sb.LAG] / 1e6,
             })
         return {"master": os.getpid(), "app": self.config.app, "target": self.target,
                 "generation": self.generation, "workers": workers}
@@ -418,7 +418,7 @@ class Supervisor:
     def _account_exit(self, pid: int, child: Child, status: int) -> None:
         """Keep an exited worker's counters, count why it was replaced, and tidy the app's metrics."""
         words = self.scoreboard.snapshot(child.slot)
-        if words[1] == pid:
+        if words[sb.PID] == pid:
             self.totals.fold(words)
         reason = "timeout" if child.aborted_at else child.replaced
         if not reason and not self.stopping and child.generation == self.generation:
