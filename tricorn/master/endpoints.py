@@ -15,7 +15,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 logger = logging.getLogger("tricorn.error")
 
@@ -34,12 +34,12 @@ class Endpoint:
 
 @dataclass
 class _Client:
+    sock: socket.socket
     endpoint: Endpoint
     deadline: float
     received: bytes = b""
     out: bytes = b""
     answered: bool = False
-    sock: socket.socket = field(default=None)  # type: ignore[assignment]
 
 
 class Endpoints:
@@ -88,8 +88,7 @@ class Endpoints:
                 sock.close()
                 continue
             sock.setblocking(False)
-            client = _Client(endpoint, time.monotonic() + DEADLINE, sock=sock)
-            self.clients[sock] = client
+            self.clients[sock] = _Client(sock, endpoint, time.monotonic() + DEADLINE)
 
     def _read(self, client: _Client) -> None:
         try:

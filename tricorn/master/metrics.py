@@ -11,7 +11,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +32,12 @@ class Totals:
 
     def fold(self, words: list[int]) -> None:
         """A worker exited: keep its counters."""
-        into = self.retired.setdefault(words[sb.INTERFACE], [0] * sb.WORDS)
-        for index in sb.COUNTERS:
-            into[index] += words[index]
+        _add_counters(self.retired.setdefault(words[sb.INTERFACE], [0] * sb.WORDS), words)
+
+
+def _add_counters(into: list[int], words: list[int]) -> None:
+    for index in sb.COUNTERS:
+        into[index] += words[index]
 
 
 @dataclass
@@ -48,13 +51,10 @@ class Worker:
 def render(workers: list[Worker], totals: Totals, openmetrics: bool = False) -> str:
     per_interface: dict[int, list[int]] = {i: list(words) for i, words in totals.retired.items()}
     for worker in workers:
-        into = per_interface.setdefault(worker.words[sb.INTERFACE], [0] * sb.WORDS)
-        for index in sb.COUNTERS:
-            into[index] += worker.words[index]
+        _add_counters(per_interface.setdefault(worker.words[sb.INTERFACE], [0] * sb.WORDS), worker.words)
     everything = [0] * sb.WORDS
     for words in per_interface.values():
-        for index in sb.COUNTERS:
-            everything[index] += words[index]
+        _add_counters(everything, words)
 
     out = _Writer(openmetrics)
     out.family("tricorn_requests_total", "counter", "Responses sent, by application interface and status class.")
@@ -196,21 +196,10 @@ class AppMetrics:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-def content_type(openmetrics: bool) -> str:
-    return OPENMETRICS_TYPE if openmetrics else PROMETHEUS_TYPE
-
-
-def wants_openmetrics(headers: Mapping[str, str]) -> bool:
-    return "application/openmetrics-text" in headers.get("accept", "")
-
-
 def exposition(
     workers: list[Worker], totals: Totals, app: AppMetrics | None, headers: Mapping[str, str],
 ) -> tuple[str, str]:
-    """The body and content type of a scrape."""
-    openmetrics = wants_openmetrics(headers)
-    parts: Iterable[str] = (render(workers, totals, openmetrics), app.render(openmetrics) if app else "")
-    text = "".join(parts)
-    if openmetrics:
-        text += "# EOF\n"
-    return text, content_type(openmetrics)
+    """The body and content type of a scrape: OpenMetrics when the scraper accepts it."""
+    if "application/openmetrics-text" in headers.get("accept", ""):
+        return render(workers, totals, True) + (app.render(True) if app else "") + "# EOF\n", OPENMETRICS_TYPE
+    return render(workers, totals) + (app.render(False) if app else ""), PROMETHEUS_TYPE

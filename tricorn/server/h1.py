@@ -116,6 +116,10 @@ class Request:
     def is_websocket(self) -> bool:
         return self.method == b"GET" and self.upgrade is not None and b"websocket" in self.upgrade.lower()
 
+    def describe(self) -> str:
+        """Method and target, for a log line: `GET /path?q`."""
+        return f"{self.method.decode()} {self.target.decode('latin-1')}"
+
     def __repr__(self) -> str:
         return f"<Request {self.method.decode()} {self.target!r} HTTP/{self.http_version}>"
 

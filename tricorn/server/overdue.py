@@ -54,7 +54,7 @@ class RequestWatch:
             age = now - conn.started_at  # type: ignore[attr-defined]
             if self.timeout and age >= self.timeout:
                 logger.error("Request %s still running after %.1fs (--request-timeout %gs): cancelled, %s. %s",
-                             _describe(cycle), age, self.timeout,
+                             cycle.request.describe(), age, self.timeout,
                              "answered 504" if not cycle.head_sent else "connection closed",
                              _task_stack(cycle))
                 self.state.stats.request_timeouts += 1
@@ -62,7 +62,7 @@ class RequestWatch:
             elif self.slow and age >= self.slow and cycle not in self._logged:
                 self._logged.add(cycle)
                 logger.warning("Slow request %s: running for %.1fs (--slow-request %gs). %s",
-                               _describe(cycle), age, self.slow, _task_stack(cycle))
+                               cycle.request.describe(), age, self.slow, _task_stack(cycle))
         self._logged &= running
 
     def _check_threads(self, pool: ThreadPool) -> None:
@@ -86,11 +86,6 @@ class RequestWatch:
                     logger.warning("Slow request %s: running for %.1fs (--slow-request %gs). %s",
                                    job.describe(), seconds, self.slow, stack.rstrip("\n"))
             self._logged &= running
-
-
-def _describe(cycle: HttpCycle) -> str:
-    request = cycle.request
-    return f"{request.method.decode()} {request.target.decode('latin-1')}"
 
 
 def _task_stack(cycle: HttpCycle) -> str:

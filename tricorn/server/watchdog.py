@@ -1,7 +1,7 @@
 """A thread beside each worker's event loop: it sees what the loop cannot see itself.
 
-The loop runs a short timer (`_tick`) that notes when it ran; how late each tick came is the loop
-lag histogram. The watchdog thread wakes on the same period and
+The loop runs a short timer (`_tick`, with --block-warn or --metrics-bind on) that notes when it
+ran; how late each tick came is the loop lag histogram. The watchdog thread wakes on the same period and
   - when the loop has not run a due tick for --block-warn, logs one WARNING with the loop thread's
     Python stack at that moment and the request it serves (when a frame on that stack holds one),
     counts it, and once the loop runs again logs how long the block lasted;
@@ -12,6 +12,7 @@ It never stops anything: a loop blocked past --timeout is the master's to kill.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
@@ -45,21 +46,21 @@ class Watchdog:
         self._answered = link.stacks_asked() if link is not None else 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="tricorn-watchdog", daemon=True)
-        self._handle: object = None
+        self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         """From the loop thread."""
         self._loop_thread = threading.get_ident()
-        self.due = time.monotonic() + self.period
-        self._handle = self.loop.call_later(self.period, self._tick)
+        if self.block_warn or self.state.metrics:  # the ticks: what blocks are seen by, and the lag histogram
+            self.due = time.monotonic() + self.period
+            self._handle = self.loop.call_later(self.period, self._tick)
         if self.block_warn or self.link is not None:
             self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        cancel = getattr(self._handle, "cancel", None)
-        if cancel is not None:
-            cancel()
+        if self._handle is not None:
+            self._handle.cancel()
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -133,7 +134,7 @@ def _request_on(frame: FrameType | None) -> str:
         owner = frame.f_locals.get("self")
         request = getattr(owner, "request", None)
         if isinstance(request, Request):
-            return f"{request.method.decode()} {request.target.decode('latin-1')}"
+            return request.describe()
         frame = frame.f_back
         depth += 1
     return ""

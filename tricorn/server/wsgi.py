@@ -113,18 +113,22 @@ class ThreadPool:
                 self._live -= 1
             return surplus
 
-    @contextlib.contextmanager
-    def network_wait(self) -> Iterator[None]:
-        """Inside a job, while it waits on its client."""
-        record = self.jobs.get(threading.current_thread())
+    def _stand_aside(self, record: list[Any] | None) -> None:
+        """A thread inside a job stops counting as one of the app's: another starts if that leaves
+        fewer than `size`, and its job no longer counts as running app code (overdue, stuck_for)."""
         with self._lock:
             self.waiting += 1
-            spawn = self._live - self.waiting < self.size
-            if spawn:
+            if self._live - self.waiting < self.size:
                 self._spawn()
         if record is not None:
             record[1] = 0.0
         self.on_free()
+
+    @contextlib.contextmanager
+    def network_wait(self) -> Iterator[None]:
+        """Inside a job, while it waits on its client."""
+        record = self.jobs.get(threading.current_thread())
+        self._stand_aside(record)
         try:
             yield
         finally:
@@ -139,13 +143,8 @@ class ThreadPool:
         pool, or leaves it as surplus, when the app returns."""
         for thread, record in list(self.jobs.items()):
             if record[0] is job and thread not in self.abandoned:
-                with self._lock:
-                    self.abandoned.add(thread)
-                    self.waiting += 1
-                    if self._live - self.waiting < self.size:
-                        self._spawn()
-                record[1] = 0.0
-                self.on_free()
+                self.abandoned.add(thread)
+                self._stand_aside(record)
 
     @property
     def current(self) -> list[Job]:
@@ -269,8 +268,7 @@ class WSGICycle:
             conn.abort()
 
     def describe(self) -> str:
-        request = self.request
-        return f"{request.method.decode()} {request.target.decode('latin-1')}"
+        return self.request.describe()
 
     def feed_body(self, data: bytes) -> None:
         with self.lock:
