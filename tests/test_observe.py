@@ -121,16 +121,21 @@ def test_metrics_on_a_unix_socket_with_one_worker(serve, tmp_path: Path) -> None
     """--metrics-bind unix:PATH; and one worker gets a master, which serves them."""
     path = tmp_path / "metrics.sock"
     server = serve("observe_apps:asgi", "--metrics-bind", f"unix:{path}")
-    assert httpx.get(server.url + "/").text == "ok"
+    with httpx.Client() as client:  # one connection: a status past 599 does not end it
+        assert [client.get(server.url + url).status_code for url in ("/", "/status/799", "/status/503")] == [
+            200, 799, 503]
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(path))) as client:
         def counted() -> bool:
             try:
                 text = client.get("http://metrics/metrics").text
             except httpx.TransportError:  # the master is still starting
                 return False
-            return 'tricorn_requests_total{interface="asgi",status="2xx"} 1' in text
-        server.wait_for(counted, what="the request counted")
+            return ('tricorn_requests_total{interface="asgi",status="2xx"} 1' in text
+                    and 'tricorn_requests_total{interface="asgi",status="5xx"} 1' in text
+                    and "tricorn_request_duration_seconds_count 3" in text)
+        server.wait_for(counted, what="the requests counted")
     assert "Booting worker" in server.stderr  # under a master
+    assert "Traceback" not in server.stderr
 
 
 def worker_pids(metrics_port: int) -> list[int]:

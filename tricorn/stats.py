@@ -71,7 +71,7 @@ class WorkerStats:
     def finished(self, status: int, bytes_sent: int, duration: float, queue_wait: float) -> None:
         """A response ended (the loop thread), with --metrics-bind on; most requests take the
         first bucket's fast path."""
-        if status >= 100:
+        if 100 <= status < 600:  # apps may send up to 999; those have no class to count in
             self.status[status // 100 - 1] += 1
         self.bytes_sent += bytes_sent
         self.duration_counts[0 if duration <= FIRST_BUCKET else bisect_left(BUCKETS, duration)] += 1

@@ -41,6 +41,9 @@ async def asgi(scope, receive, send):
         await asyncio.sleep(1.0)
     elif path == "/forever":
         await wait_far_too_long()
+    elif path.startswith("/status/"):  # any status the app asks for, even one past 599
+        await _respond(send, int(path[8:]), b"ok")
+        return
     await _respond(send, 200, b"ok")
 
 
