@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Instructions per request, counted by valgrind (callgrind): a measure this noisy VM cannot move.
 
-ASGI hello requests go through HttpConnection and the ASGI adapter in one process (a transport that
-drops what it is given, no sockets, no kernel), 1,000 and then 5,000 of them; the difference over
-4,000 is what one request costs in user-space instructions. Kernel work (epoll, recv, send) is not
-counted, so a real request's relative change is smaller than this one's.
+Hello requests go through HttpConnection and the ASGI or WSGI adapter in one process (a transport
+that drops what it is given, no sockets; WSGI's app runs on a pool thread), 1,000 and then 5,000 of
+them; the difference over 4,000 is what one request costs in user-space instructions. Kernel work
+(epoll, recv, send) is not counted, so a real request's relative change is smaller than this one's.
 
 Run by hand (never in CI):  apt-get install valgrind
     python benchmarks/instructions.py                           # this checkout, metrics off and on
     python benchmarks/instructions.py --baseline /tmp/before    # and tricorn from another checkout
+    python benchmarks/instructions.py --interface wsgi          # the same for a WSGI app
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,13 +31,20 @@ async def _hello(scope: dict, receive: object, send: object) -> None:
     await send({"type": "http.response.body", "body": b"Hello, world!"})
 
 
+def _wsgi_hello(environ: dict, start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, world!"]
+
+
 class _Sink(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
+        self.written = asyncio.Event()
 
     def write(self, data: bytes) -> None:
         self.writes += 1
+        self.written.set()
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return {"peername": ("127.0.0.1", 5), "sockname": ("127.0.0.1", 80)}.get(name, default)
@@ -44,53 +53,64 @@ class _Sink(asyncio.Transport):
         return False
 
 
-async def _serve(count: int, metrics: bool) -> None:
+async def _serve(interface: str, count: int, metrics: bool) -> None:
     from tricorn.config import load
     from tricorn.server.asgi import ASGIAdapter
     from tricorn.server.connection import HttpConnection
     from tricorn.server.state import ServerState
+    from tricorn.server.wsgi import WSGIAdapter
 
     given = {"app": "x:y", "access_log": False, **({"metrics_bind": "127.0.0.1:0"} if metrics else {})}
     config = load(given)[0]
     state = ServerState(config, asyncio.get_running_loop(), None)
-    state.adapter = ASGIAdapter(_hello, config, {})
+    if interface == "wsgi":
+        state.adapter = WSGIAdapter(_wsgi_hello, config, 1)
+    else:
+        state.adapter = ASGIAdapter(_hello, config, {})
     conn = HttpConnection(state)
     sink = _Sink()
     conn.connection_made(sink)
     for _ in range(count):
+        sink.written.clear()
         conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        await asyncio.sleep(0)
+        if interface == "wsgi":
+            await sink.written.wait()  # the response, whole in one write, from the pool thread
+        await asyncio.sleep(0)  # the app's task runs (ASGI), the cycle ends
         await asyncio.sleep(0)
     assert sink.writes >= count
+    if interface == "wsgi":
+        state.adapter.close(5.0)
 
 
-def _instructions(checkout: Path, count: int, metrics: bool) -> int:
+def _instructions(checkout: Path, interface: str, count: int, metrics: bool) -> int:
     env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"}
     argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-            "--run", str(count)] + (["--metrics"] if metrics else [])
+            "--interface", interface, "--run", str(count)] + (["--metrics"] if metrics else [])
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stderr
     return int(re.search(r"Collected : (\d+)", out)[1])
 
 
-def per_request(checkout: Path, metrics: bool) -> int:
-    return (_instructions(checkout, 5000, metrics) - _instructions(checkout, 1000, metrics)) // 4000
+def per_request(checkout: Path, interface: str, metrics: bool) -> int:
+    many, few = (_instructions(checkout, interface, count, metrics) for count in (5000, 1000))
+    return (many - few) // 4000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, metavar="DIR", help="tricorn from this checkout too (metrics off)")
+    parser.add_argument("--interface", choices=("asgi", "wsgi"), default="asgi", help="the hello app's kind")
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)  # the measured child
     parser.add_argument("--metrics", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        asyncio.run(_serve(args.run, args.metrics))
+        asyncio.run(_serve(args.interface, args.run, args.metrics))
         return
     rows = [("metrics off", ROOT, False), ("metrics on", ROOT, True)]
     if args.baseline:
         rows.insert(0, (f"tricorn at {args.baseline}", args.baseline, False))
     first = None
     for name, checkout, metrics in rows:
-        count = per_request(checkout, metrics)
+        count = per_request(checkout, args.interface, metrics)
         first = first or count
         print(f"{name:30} {count:9,} instructions/request  {count / first:6.3f}x", flush=True)
 
