@@ -59,7 +59,8 @@ class Scoreboard:
         self._write(
             slot, pid, time.monotonic_ns(), stats.requests, stats.in_flight, stats.retire, round(stats.lag * 1e9),
             stats.connections, stats.websockets, stats.threads, stats.threads_busy, stats.bytes_sent,
-            stats.loop_blocks, stats.request_timeouts, *stats.status, *stats.histogram_words(), stats.interface,
+            stats.loop_blocks, stats.request_timeouts, *stats.status_counts(), *stats.histogram_words(),
+            stats.interface,
         )
 
     def _write(self, slot: int, *values: int) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
@@ -225,7 +225,7 @@ class HttpCycle:
 
     async def run(self) -> None:
         if self.conn.server.metrics:  # the queue wait
-            self.conn.app_started = time.monotonic()
+            self.conn.queue_wait = monotonic() - self.conn.started_at
         try:
             await self.app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:

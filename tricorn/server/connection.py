@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from time import monotonic
 from typing import Any
 
 from . import tls
@@ -48,7 +49,6 @@ class HttpConnection(asyncio.Protocol):
         "_paused_body",
         "_paused_pipeline",
         "_reading_paused",
-        "app_started",
         "body_done",
         "client",
         "closed",
@@ -61,6 +61,7 @@ class HttpConnection(asyncio.Protocol):
         "loop",
         "parser",
         "pending",
+        "queue_wait",
         "request",
         "response",
         "scheme",
@@ -95,7 +96,7 @@ class HttpConnection(asyncio.Protocol):
         self.scheme = "http"
         self.body_done = False
         self.started_at = 0.0  # time.monotonic() when the request head was complete
-        self.app_started = 0.0  # and when the app began on it (the adapter sets it)
+        self.queue_wait = -1.0  # seconds from then until the app began on it (the adapter sets it)
         self.continue_sent = False
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -259,8 +260,8 @@ class HttpConnection(asyncio.Protocol):
             self._body_deadline = self.loop.time() + server.timeout_body
         self.continue_sent = False
         if server.timed:
-            self.started_at = time.monotonic()
-            self.app_started = 0.0
+            self.started_at = monotonic()
+            self.queue_wait = -1.0
         if server.websockets is not None and request.is_websocket:
             server.websockets.start(self, request)  # sets self.cycle and self.websocket
         else:
@@ -352,11 +353,9 @@ class HttpConnection(asyncio.Protocol):
         request = self.request
         server.in_flight -= 1
         if server.timed and response is not None:
-            started = self.started_at
-            took = time.monotonic() - started
+            took = monotonic() - self.started_at
             if server.metrics:
-                queued = self.app_started - started if self.app_started else -1.0
-                server.stats.finished(response.status, response.bytes_sent, took, queued)
+                server.stats.finished(response.status, response.bytes_sent, took, self.queue_wait)
             if server.access_log is not None and request is not None:
                 server.access_log.log(request, response, took)
         self.cycle = None

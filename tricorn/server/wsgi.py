@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
@@ -419,7 +420,7 @@ class WSGICycle:
 
     def run(self) -> None:
         if self.conn.server.metrics:  # the queue wait
-            self.conn.app_started = time.monotonic()
+            self.conn.queue_wait = monotonic() - self.conn.started_at
         result: Any = None
         try:
             result = self.adapter.app(self.environ(), self.start_response)
