@@ -226,6 +226,8 @@ def test_ctl_status_workers_stacks_and_stop(serve, open_dir: Path) -> None:
     assert stacks.returncode == 0
     assert f"--- worker {number} ---" in stacks.stdout and "(event loop)" in stacks.stdout
     assert "tricorn-wsgi-0" in stacks.stdout  # the app's threads too
+    every = ctl("stacks", "--pid", str(pid_file))  # both workers, asked at once
+    assert every.returncode == 0 and every.stdout.count("(event loop)") == 2, every.stdout
     missing = ctl("stacks", "9", "--pid", str(pid_file))
     assert missing.returncode == 1 and "no worker 9" in missing.stderr
 
@@ -256,6 +258,8 @@ def test_ctl_status_fails_while_a_worker_is_not_ready(serve, tmp_path: Path) -> 
     booting = ctl("status", "--control-socket", str(socket_path))
     assert booting.returncode == 1 and "booting" in booting.stdout
     assert scrape(metrics_port)["tricorn_workers"] == 1  # a booting worker does not serve yet
+    stacks = ctl("stacks", "--control-socket", str(socket_path)).stdout  # the ready one answers
+    assert stacks.count("(event loop)") == 1 and "did not answer in 2s: still booting" in stacks, stacks
     gate.unlink()
     server.wait_for(lambda: ctl("status", "--control-socket", str(socket_path)).returncode == 0,
                     what="both workers ready")

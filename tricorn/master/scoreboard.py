@@ -116,9 +116,9 @@ def _read_slot(words: memoryview, slot: int) -> list[int]:
 
 
 class Mailbox:
-    """Shared memory for one answer at a time from a worker to the master (its stacks): the
-    worker writes the text, then its length, then the number of the request it answers; the
-    master, having asked, waits for that number."""
+    """Shared memory for one worker's answers to the master (its stacks), made before the fork:
+    the worker writes the text, then its length, then the number of the request it answers; the
+    master, having asked, waits for that number. Untouched pages cost no memory."""
 
     SIZE = 1 << 20
     HEADER = 16  # the request's number, the text's length
@@ -140,3 +140,8 @@ class Mailbox:
                 return None
             time.sleep(0.005)
         return self._memory[self.HEADER:self.HEADER + self._words[1]].decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """The master's part, once its worker has exited."""
+        self._words.release()
+        self._memory.close()

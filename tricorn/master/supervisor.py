@@ -77,6 +77,7 @@ class Child:
 
     slot: int  # its scoreboard slot
     started: float  # monotonic time of the fork
+    mailbox: Mailbox  # where it answers the master's requests for its stacks
     generation: int  # -1 once it no longer counts toward the worker count (TTOU, retiring)
     aborted_at: float = 0.0  # when it was sent SIGABRT for a missed heartbeat; 0 if never
     retiring: bool = False  # drain it once every worker of the current generation is READY
@@ -116,7 +117,6 @@ class Supervisor:
         self.sized = False  # the worker count was checked against the memory limit
         self.announced = False  # systemd was told READY=1 for the current generation
         self.scoreboard = Scoreboard()
-        self.mailbox = Mailbox()
         self.asked = 0  # the last stacks request's number
         self.totals = metrics.Totals()
         self.endpoints = Endpoints()
@@ -246,14 +246,19 @@ class Supervisor:
         self._enqueue(signum, None)
 
     def stacks(self, number: int | None) -> dict[int, str]:
-        """Each worker's (or worker `number`'s) threads' stacks, from the worker's watchdog thread."""
-        found = {}
+        """Each worker's (or worker `number`'s) threads' stacks, from the worker's watchdog thread:
+        every worker is asked at once, and answers within one wait of STACKS_WAIT."""
+        asked = {}
         for pid, child in sorted(self.children.items(), key=lambda item: item[1].slot):
-            if number is not None and child.slot + 1 != number:
-                continue
-            self.asked += 1
-            self.scoreboard.ask_stacks(child.slot, self.asked)
-            text = self.mailbox.wait(self.asked, STACKS_WAIT)
+            if number is None or child.slot + 1 == number:
+                self.asked += 1
+                self.scoreboard.ask_stacks(child.slot, self.asked)
+                asked[pid] = self.asked
+        deadline = time.monotonic() + STACKS_WAIT
+        found = {}
+        for pid, question in asked.items():
+            child = self.children[pid]
+            text = child.mailbox.wait(question, max(0.0, deadline - time.monotonic()))
             found[child.slot + 1] = text if text is not None else (
                 f"(worker {pid} did not answer in {STACKS_WAIT:g}s: still booting, or every thread holds the "
                 "GIL; SIGABRT logs its stacks, and kills it)")
@@ -369,11 +374,12 @@ class Supervisor:
         # Until the child has dropped the master's handlers, a signal sent to it would only be
         # queued for a master loop it never runs: block them across the fork, and let the child
         # take any pending one with the default action once its handlers are reset.
+        mailbox = Mailbox()
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         pid = os.fork()
         if pid:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-            self.children[pid] = Child(slot, time.monotonic(), self.generation)
+            self.children[pid] = Child(slot, time.monotonic(), mailbox, self.generation)
             logger.info("Booting worker with pid %d", pid)
             return
         code = 1
@@ -386,7 +392,7 @@ class Supervisor:
             os.close(self._wake_w)
             os.environ.pop("NOTIFY_SOCKET", None)  # only the master speaks to systemd
             self.endpoints.close()  # the master's alone
-            code = self.serve(slot + 1, parent, Link(self.scoreboard, self.mailbox, slot, os.getpid()))
+            code = self.serve(slot + 1, parent, Link(self.scoreboard, mailbox, slot, os.getpid()))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -408,6 +414,7 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            child.mailbox.close()
             self._account_exit(pid, child, status)
             if child.aborted_at:
                 logger.critical("WORKER TIMEOUT (pid %d): stack above", pid)
