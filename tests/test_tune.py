@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tricorn.tune import limits
 from tricorn.tune.trial import QUICK_RAMP
 
 from .conftest import APPS, ROOT, free_port
@@ -432,3 +433,116 @@ def test_locust_cluster_drives_the_trials(tmp_path: Path) -> None:
         # Locust's numbers: requests counted by the cluster, at rates near what was offered.
         passed = [s for s in trial["steps"] if s["passed"]]
         assert passed and all(s["requests"] > 0 and s["throughput"] >= 0.9 * s["offered"] for s in passed), trial
+
+
+# container sizes (--sizes) ------------------------------------------------------------------------
+
+def _our_cgroups() -> list[Path]:
+    """Cgroups any tuner made and left (tricorn-tune-*), under the parents this machine offers."""
+    cgroups = limits.Cgroups()
+    return [d for parent in cgroups.parents for d in parent.glob(f"{limits.PREFIX}*")]
+
+
+def test_each_size_runs_in_a_cgroup_of_that_size_beside_tricorns_defaults(tmp_path: Path) -> None:
+    out, record, report = tmp_path / "sizes.json", tmp_path / "limits.jsonl", tmp_path / "sizes.html"
+    result = tune("tune_apps:limited", "--sizes", "0.5/256m,1/512m", "--workers", "1,2", "--step", "0.5s",
+                  "--budget", "50s", "--json", str(out), "--report", str(report),
+                  env={"TEST_RECORD_FILE": str(record)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    small, large = data["sizes"]
+    assert (small["cpus"], small["memory_mb"], large["cpus"], large["memory_mb"]) == (0.5, 256, 1, 512)
+    assert "recommendations by size" in result.stdout and "0.5 CPU / 256 MiB" in result.stdout
+    for size in (small, large):
+        assert size["recommendation"]["throughput"] > 0 and size["trials"], size
+        assert size["default"]["workers"] == 1, size  # tricorn's default for 1 CPU (0.5 rounds up)
+        assert any(t["kind"] == "defaults" and t["status"] == "ok" for t in size["trials"])
+        assert all(t["command"] for t in size["trials"] if t["status"] == "ok")
+    assert "<h2>0.5 CPU / 256 MiB" in report.read_text() and 'data-chart="size2-throughput"' in report.read_text()
+    seen = [json.loads(line) for line in record.read_text().splitlines()]
+    inside = [line for line in seen if limits.PREFIX in line["cgroup"]]
+    if limits.Cgroups().kind:  # this machine lets us make cgroups: the workers saw each size's limits
+        assert small["limit"] == large["limit"] == "cgroup"
+        quotas = {line["quota"][1] for line in inside}
+        assert any("50000/100000" in why for why in quotas) and any("100000/100000" in why for why in quotas), quotas
+        assert {line["memory"][0] >> 20 for line in inside} == {256, 512}, inside
+        assert all(line["cpus"][0] == 1 for line in inside)
+    else:
+        assert small["limit"] == large["limit"] == "emulated" and not inside
+        assert "emulated: no cgroup can be made here" in result.stdout
+    assert not _our_cgroups(), "a trial's cgroup outlived it"
+
+
+def test_a_size_too_small_for_the_app_is_reported_oom_killed(tmp_path: Path) -> None:
+    if not limits.Cgroups().kind:  # emulated sizes set no memory limit: nothing to kill the app
+        result = tune("examples.tuning:memory_wsgi", "--sizes", "1/128m", "--budget", "30s")
+        assert "emulated" in result.stdout
+        return
+    out = tmp_path / "sizes.json"
+    result = tune("examples.tuning:memory_wsgi", "--sizes", "1/160m,1/768m", "--workers", "1", "--threads", "1",
+                  "--step", "0.5s", "--budget", "50s", "--json", str(out), env={"MEMORY_MB": "200"})
+    data = json.loads(out.read_text())
+    small, large = data["sizes"]
+    assert result.returncode == 1 and small["recommendation"] is None, result.stdout + result.stderr
+    killed = [t for t in small["trials"] if t["oom_killed"]]
+    assert killed and all(t["status"] == "failed" and "OOM-killed" in t["note"] for t in killed), small["trials"]
+    assert "OOM-killed" in result.stdout
+    assert large["recommendation"]["workers"] == 1 and not any(t["oom_killed"] for t in large["trials"])
+    assert not _our_cgroups()
+
+
+def test_an_interrupted_sweep_leaves_no_cgroup_behind(tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    marker = "examples.tuning:io_wsgi"
+    argv = [sys.executable, "-m", "tricorn", "tune", marker, "--sizes", "1/512m", "--step", "2s", "--json", str(out)]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while _sockets_of(_servers_of(marker)) < 8 and time.monotonic() < deadline:
+            time.sleep(0.1)  # until a trial's server is under load
+        assert _sockets_of(_servers_of(marker)) >= 8, "no trial's load connected"
+        made = _our_cgroups()
+        assert bool(made) == bool(limits.Cgroups().kind), made
+        process.send_signal(signal.SIGINT)
+        stderr = process.communicate(timeout=30)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert json.loads(out.read_text())["sizes"][0]["trials"][0]["status"] == "interrupted"
+    assert not _servers_of(marker) and not _our_cgroups()
+
+
+def test_cgroups_of_a_killed_tuner_are_swept(tmp_path: Path) -> None:
+    """A tuner killed with -9 leaves its trial's server in its cgroup; the next sweep ends both."""
+    cgroups = limits.Cgroups()
+    if not cgroups.kind:
+        assert cgroups.why  # the one line tune prints says why
+        return
+    tuner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        name = f"{limits.PREFIX}{tuner.pid}-1"
+        directories = [parent / name for parent in cgroups.parents]
+        for directory in directories:
+            directory.mkdir()
+        server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                  preexec_fn=limits.Limit(cgroups.kind, directories).enter)
+    finally:
+        tuner.kill()
+        tuner.wait()
+    swept = cgroups.sweep()
+    assert sorted(swept) == sorted(map(str, directories))
+    assert server.wait(10) == -signal.SIGKILL and not any(d.exists() for d in directories)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--sizes", "1"], "expected sizes like 0.5/512m,1/1g (CPUS/MEMORY), not '1'"),
+    (["--sizes", "0.5/1m"], "expected CPUs from 0.01 and memory from 64m in each size, not '0.5/1m'"),
+    (["--sizes", "64/1g"], "needs 64 cores and this machine gives"),
+    (["--sizes", "1/1g", "--cpus", "1"], "drop --cpus and --memory"),
+])
+def test_bad_sizes_get_one_line(args: list[str], message: str) -> None:
+    result = tune("examples.tuning:io_asgi", *args, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr

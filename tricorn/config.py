@@ -407,7 +407,12 @@ class Config:
         if self.threads is not None:
             return self.threads, "set"
         cpus, why = effective_cpus()
-        return min(32, cpus + 4), f"{why}, plus 4, at most 32"
+        return default_threads(cpus), f"{why}, plus 4, at most 32"
+
+
+def default_threads(cpus: int) -> int:
+    """WSGI threads per worker when not set: enough to overlap I/O waits on `cpus` CPUs."""
+    return min(32, cpus + 4)
 
 
 SETTINGS: dict[str, Meta] = {f.name: f.metadata["setting"] for f in dataclasses.fields(Config)}

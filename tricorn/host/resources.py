@@ -16,7 +16,7 @@ from pathlib import Path
 
 CGROUP_ROOT = Path(os.environ.get("TRICORN_CGROUP_ROOT", "/sys/fs/cgroup"))
 UNLIMITED = 1 << 60  # cgroup v1 writes a huge number (page-rounded LONG_MAX) for "no limit"
-_V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 
 
 def effective_cpus(
@@ -38,16 +38,16 @@ def effective_cpus(
 
 def cgroup_cpu_quota(root: Path = CGROUP_ROOT, membership: str | None = None) -> tuple[int, str] | None:
     """The tightest CPU quota as whole CPUs (rounded up), from cgroup v2 cpu.max or v1 cfs files."""
-    paths = _membership(membership)
+    paths = cgroup_paths(membership)
     limits: list[tuple[float, str]] = []
-    for directory in _chain(root, paths.get("", "/")):
-        fields = (_read(directory / "cpu.max") or "").split()
+    for directory in cgroup_chain(root, paths.get("", "/")):
+        fields = (read_text(directory / "cpu.max") or "").split()
         if len(fields) == 2 and fields[0] != "max":
             limits.append((int(fields[0]) / int(fields[1]), f"cgroup cpu.max {fields[0]}/{fields[1]}"))
-    mount = next((root / m for m in _V1_CPU_MOUNTS if (root / m).is_dir()), None)
+    mount = next((root / m for m in V1_CPU_MOUNTS if (root / m).is_dir()), None)
     if mount is not None:
-        for directory in _chain(mount, paths.get("cpu", "/")):
-            quota, period = _read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us")
+        for directory in cgroup_chain(mount, paths.get("cpu", "/")):
+            quota, period = read_text(directory / "cpu.cfs_quota_us"), read_text(directory / "cpu.cfs_period_us")
             if quota and period and int(quota) > 0 and int(period) > 0:
                 limits.append((int(quota) / int(period), f"cgroup cpu.cfs_quota_us {quota}/{period}"))
     if not limits:
@@ -58,14 +58,14 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, membership: str | None = None) ->
 
 def memory_limit(cgroup_root: Path = CGROUP_ROOT, membership: str | None = None) -> tuple[int, str]:
     """Bytes this process's cgroup may use (v2 memory.max, v1 memory.limit_in_bytes), else RAM."""
-    paths = _membership(membership)
+    paths = cgroup_paths(membership)
     limits: list[tuple[int, str]] = []
-    for directory in _chain(cgroup_root, paths.get("", "/")):
-        text = _read(directory / "memory.max")
+    for directory in cgroup_chain(cgroup_root, paths.get("", "/")):
+        text = read_text(directory / "memory.max")
         if text and text != "max":
             limits.append((int(text), "cgroup memory.max"))
-    for directory in _chain(cgroup_root / "memory", paths.get("memory", "/")):
-        text = _read(directory / "memory.limit_in_bytes")
+    for directory in cgroup_chain(cgroup_root / "memory", paths.get("memory", "/")):
+        text = read_text(directory / "memory.limit_in_bytes")
         if text and int(text) < UNLIMITED:
             limits.append((int(text), "cgroup memory.limit_in_bytes"))
     if limits:
@@ -82,10 +82,10 @@ def rss_bytes(pid: int | str = "self") -> int:
         return 0
 
 
-def _membership(text: str | None) -> dict[str, str]:
+def cgroup_paths(text: str | None) -> dict[str, str]:
     """/proc/self/cgroup as {controller: path}; the v2 hierarchy under the key ""."""
     if text is None:
-        text = _read(Path("/proc/self/cgroup")) or ""
+        text = read_text(Path("/proc/self/cgroup")) or ""
     paths: dict[str, str] = {}
     for line in text.splitlines():
         _, controllers, path = [*line.split(":", 2), "", ""][:3]
@@ -94,7 +94,7 @@ def _membership(text: str | None) -> dict[str, str]:
     return paths
 
 
-def _chain(mount: Path, path: str) -> list[Path]:
+def cgroup_chain(mount: Path, path: str) -> list[Path]:
     """mount/path and its parents up to the mount, innermost first. In a container without a cgroup
     namespace the path is the host's and does not exist here: the mount itself is then the cgroup."""
     parts = [part for part in path.split("/") if part]
@@ -102,7 +102,7 @@ def _chain(mount: Path, path: str) -> list[Path]:
     return [d for d in found if d.is_dir()]
 
 
-def _read(path: Path) -> str | None:
+def read_text(path: Path) -> str | None:
     try:
         return path.read_text().strip()
     except (OSError, ValueError):

@@ -15,14 +15,14 @@ from typing import Any
 
 from ..arguments import CommandParser, typed
 from ..bench import scenario as scenarios
-from ..config import duration, size
+from ..config import default_threads, duration, size
 from ..errors import ConfigError, UserError
 from ..host.resources import raise_open_files_limit
-from . import report
+from . import limits, report
 from .engines import BuiltinEngine, LoadEngine
 from .locust import LocustEngine, locustfile
 from .model import MIB, Trial, TrialError
-from .search import HEADROOM, Machine, Search, describe, plan_machine, reason
+from .search import HEADROOM, Machine, Search, describe, plan_machine, reason, recommend
 from .server_process import ServerCommand
 from .trial import TrialRunner, Workload
 
@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         "generator's share)")
     add("--memory", type=_size, metavar="SIZE", help="plan for this memory limit, e.g. 2g (default: cgroup limit, "
         "else RAM)")
+    add("--sizes", type=_sizes, metavar="CPUS/MEM,...",
+        help="tune for each container size, e.g. 0.5/512m,1/1g,2/2g: every trial's server runs in a cgroup with "
+        "that CPU quota and memory limit (emulated by pinning where this machine allows no cgroup); the budget "
+        "is shared between the sizes")
     add("--workers", type=_counts, metavar="N,N,...", help="only these worker counts (default: 1 to 2 × CPUs, "
         "at least 4)")
     add("--threads", type=_counts, metavar="N,N,...", help="only these thread counts, for a WSGI app (default: 1 "
@@ -73,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_duration, _size = typed(duration), typed(size)
+_duration, _size, _sizes = typed(duration), typed(size), typed(limits.parse_sizes)
 
 
 def _counts(text: str) -> list[int]:
@@ -157,9 +161,7 @@ def result(target: str, machine: Machine, work: Workload, search: Search, pick: 
     snippet = ""
     recommendation = None
     if pick is not None:
-        recommendation = {"workers": pick.workers, "threads": pick.threads, "throughput": round(pick.throughput, 1),
-                          "p99_ms": round(pick.p99_ms, 2), "p50_ms": round(pick.p50_ms, 2),
-                          "rss_mb": round(pick.rss_total / MIB, 1), "command": pick.command}
+        recommendation = measured(pick)
         snippet = toml_snippet(pick) if server.template is None else server.filled(pick.workers, pick.threads)
     return {
         "target": target,
@@ -262,6 +264,10 @@ def main(argv: Sequence[str]) -> int:
             raise ConfigError("tricorn tune needs rich: pip install 'tricorn[tune]'") from None
         if args.cpus is not None and args.cpus < 1:
             raise ConfigError("--cpus must be at least 1")
+        if args.sizes and (args.cpus is not None or args.memory is not None):
+            raise ConfigError("--sizes gives each size's CPUs and memory: drop --cpus and --memory")
+        if args.sizes and args.write:
+            raise ConfigError("--write takes one recommendation; with --sizes, copy the snippet for your size")
         if args.p99 <= 0 or args.step <= 0:
             raise ConfigError("--p99 and --step must be above 0")
         if extra and args.cmd:
@@ -274,7 +280,11 @@ def main(argv: Sequence[str]) -> int:
             return write_locustfile(args)
         if (args.engine == "locust") != bool(args.locust_master):
             raise ConfigError("--engine locust needs --locust-master URL (and --locust-master needs --engine locust)")
-        machine = plan_machine(args.cpus, args.memory, generator=args.engine == "builtin")
+        if args.sizes:
+            machines = [size_machine(size, args.sizes, generator=args.engine == "builtin") for size in args.sizes]
+            machine = machines[-1]
+        else:
+            machine = plan_machine(args.cpus, args.memory, generator=args.engine == "builtin")
         raise_open_files_limit()  # for the generator's connections, and the servers' (inherited)
         server, threaded, target = server_command(args, extra)
         work = workload(args, machine)
@@ -289,6 +299,8 @@ def main(argv: Sequence[str]) -> int:
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
+    if args.sizes:
+        return tune_sizes(args, machines, server, threaded, target, engine)
     return tune(args, machine, server, threaded, target, work, engine)
 
 
@@ -365,6 +377,100 @@ def tune(args: argparse.Namespace, machine: Machine, server: ServerCommand, thre
         print(f"Error: {exc}", file=sys.stderr)
         return code or exc.exit_code
     return code
+
+
+def size_machine(size: limits.Size, sizes: list[limits.Size], generator: bool) -> Machine:
+    """The cores a size's server is pinned to: the first `size.cores` of this process's; the load
+    generator keeps those the largest size leaves."""
+    available = sorted(os.sched_getaffinity(0))
+    largest = max(s.cores for s in sizes)
+    room = len(available) - (1 if generator else 0)
+    if largest > room:
+        kept = " with one kept for the load generator (or give --engine locust)" if generator else ""
+        raise ConfigError(f"--sizes: {max(sizes, key=lambda s: s.cores).label} needs {largest} cores and this "
+                          f"machine gives {len(available)}{kept}: sizes up to {room} CPUs fit")
+    return Machine(size.cores, f"{size.cpus:g} CPU quota", size.memory, "the size's memory limit",
+                   frozenset(available[:size.cores]), frozenset(available[largest:]) if generator else frozenset())
+
+
+def tune_sizes(args: argparse.Namespace, machines: list[Machine], server: ServerCommand, threaded: bool,
+               target: str, engine: LoadEngine) -> int:
+    """A search per size, each trial's server in a cgroup of that size, and then tricorn's own
+    defaults in it: the table of sizes, the JSON and the report."""
+    from rich.console import Console
+
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    cgroups = limits.Cgroups()
+    if cgroups.kind:
+        for name in cgroups.sweep():
+            out.print(f"removed {name}, left by a tuner that was killed")
+        limit_why = f"each trial's server runs in a cgroup of its size ({cgroups.kind})"
+    else:
+        limit_why = (f"emulated: no cgroup can be made here ({cgroups.why}); each size's server is pinned to its "
+                     "cores (whole CPUs) and the memory is only a budget")
+    out.print(f"tricorn tune {target} for {len(args.sizes)} sizes: {limit_why}")
+    sizes, trials_by_size, code = [], [], 0
+    share = args.budget / len(args.sizes)
+    for box, machine in zip(args.sizes, machines, strict=True):
+        work = workload(args, machine)
+        make_limit = (lambda box=box: cgroups.make(box)) if cgroups.kind else None
+        runner = TrialRunner(server, work, engine, make_limit)
+        reserve = runner.expected_seconds(False) if server.template is None else 0.0
+        out.print(f"[bold]{box.label}[/bold]: server on CPU {_cores(machine.server_cores)}, "
+                  f"target p99 ≤ {work.p99_ms:g} ms; budget {share:.0f}s")
+        error, pick = "", None
+        with Progress(share, args.quiet or not sys.stderr.isatty()) as progress:
+            search = Search(runner, machine, threaded, max(0.0, share - reserve), on_trial=progress.trial,
+                            only_workers=args.workers, only_threads=args.threads,
+                            another_server=server.template is not None)
+            defaults = None
+            try:
+                search.run()
+                if server.template is None:
+                    defaults = search.defaults(default_threads(box.cores) if threaded else None)
+                pick = recommend(search.trials)
+            except TrialError as exc:  # the app or the workload: no size would do better
+                error, code = str(exc), 1
+            except KeyboardInterrupt:
+                error, code = "interrupted: the results so far are below", 130
+                search.stop_reason = "interrupted (Ctrl-C)"
+        out.print(report.table(search.trials, pick))
+        summary = result(target, machine, work, search, pick, server, args.engine, error)
+        if pick is not None:
+            out.print(f"recommended for {box.label}: {summary['reason']}")
+        elif not error:
+            summary["error"] = error = "no recommendation: " + _why_none(search.trials)
+        summary.update(label=box.label, cpus=box.cpus, memory_mb=round(box.memory / MIB),
+                       limit="cgroup" if cgroups.kind else "emulated",
+                       default=measured(defaults) if defaults is not None and defaults.status == "ok" else None)
+        sizes.append(summary)
+        trials_by_size.append(search.trials)
+        if code:
+            break
+    out.print(report.sizes_table(sizes))
+    for summary in sizes:
+        if summary["snippet"]:
+            out.print(f"{summary['label']}, tricorn.toml:\n{summary['snippet']}", end="")
+    whole = {"target": target, "limit_why": limit_why, "sizes": sizes}
+    failed = [s for s in sizes if s["error"]]
+    for summary in failed:
+        print(f"Error: {summary['label']}: {summary['error']}", file=sys.stderr)
+    try:
+        if args.json:
+            _write(args.json, json.dumps(whole, indent=1))
+        if args.report:
+            _write(args.report, report.sizes_report(whole, trials_by_size))
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return code or exc.exit_code
+    return code or (1 if failed else 0)
+
+
+def measured(trial: Trial) -> dict[str, Any]:
+    """A configuration's numbers, as the JSON gives a recommendation."""
+    return {"workers": trial.workers, "threads": trial.threads, "throughput": round(trial.throughput, 1),
+            "p99_ms": round(trial.p99_ms, 2), "p50_ms": round(trial.p50_ms, 2),
+            "rss_mb": round(trial.rss_total / MIB, 1), "command": trial.command}
 
 
 def _why_none(trials: list[Trial]) -> str:

@@ -12,6 +12,7 @@ from ..errors import UserError
 # generator that fell behind meanwhile did not hide a faster server.
 SATURATED = 0.9
 MIB = 1 << 20
+FULL = ("full", "defaults")  # the kinds of trial that measure a configuration fully
 
 
 class TrialError(UserError):
@@ -50,7 +51,7 @@ class Step:
 class Trial:
     workers: int
     threads: int | None  # None: the app does not use threads (ASGI), or --cmd has no {threads}
-    kind: str = "full"  # full | screen
+    kind: str = "full"  # full | screen | defaults (tricorn's own, its master choosing the workers)
     command: str = ""
     status: str = "pending"  # ok | failed | skipped | interrupted
     note: str = ""
@@ -68,6 +69,7 @@ class Trial:
     rss_worker: int = 0  # bytes, the mean of the serving processes
     rss_base: int = 0  # bytes, the master (0 when one process serves)
     fits: bool = True
+    oom_killed: bool = False  # the kernel killed a process of it for its cgroup's memory limit
     wall_s: float = 0.0
     steps: list[Step] = field(default_factory=list)
     requests_per_worker: list[int] = field(default_factory=list)  # the server's own counters, at the end
@@ -90,7 +92,8 @@ class Trial:
             "server_cpu": round(self.server_cpu, 2), "generator_cpu": round(self.generator_cpu, 2),
             "generator_bound": self.generator_bound, "rss_mb": round(self.rss_total / MIB, 1),
             "rss_worker_mb": round(self.rss_worker / MIB, 1), "rss_base_mb": round(self.rss_base / MIB, 1),
-            "fits": self.fits, "wall_s": round(self.wall_s, 2), "requests_per_worker": self.requests_per_worker,
+            "fits": self.fits, "oom_killed": self.oom_killed, "wall_s": round(self.wall_s, 2),
+            "requests_per_worker": self.requests_per_worker,
             "steps": [{**{k: round(v, 2) if isinstance(v, float) else v for k, v in vars(s).items()},
                        "error_rate": s.error_rate} for s in self.steps],
         }

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .model import MIB, Trial
+from .model import FULL, MIB, Trial
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
@@ -41,9 +41,55 @@ def table(trials: Sequence[Trial], pick: Trial | None) -> Any:
     return grid
 
 
+def sizes_table(sizes: Sequence[dict[str, Any]]) -> Any:
+    """tune --sizes: a row per size, its recommendation beside tricorn's defaults."""
+    from rich.table import Table
+
+    grid = Table(title="recommendations by size", title_justify="left", header_style="bold")
+    for name in ("size", "limit", "recommended", "req/s", "p99 ms", "RSS MiB", "tricorn's defaults", "req/s",
+                 "p99 ms", "RSS MiB"):
+        grid.add_column(name, justify="left" if name in ("size", "limit") else "right")
+    for size in sizes:
+        grid.add_row(size["label"], size["limit"], *_pick_fields(size["recommendation"]),
+                     *_pick_fields(size["default"]))
+    return grid
+
+
+def _pick_fields(pick: dict[str, Any] | None) -> list[str]:
+    """A measured configuration (a recommendation's JSON): workers × threads, req/s, p99, RSS."""
+    if not pick:
+        return ["none", "", "", ""]
+    label = f"{pick['workers']}" + (f" × {pick['threads']}" if pick["threads"] is not None else "")
+    return [label, f"{pick['throughput']:,.0f}", f"{pick['p99_ms']:,.1f}", f"{pick['rss_mb']:,.0f}"]
+
+
 # HTML ------------------------------------------------------------------------------------------
 
 def html_report(result: dict[str, Any], trials: Sequence[Trial]) -> str:
+    return _page(f"tricorn tune: {result['target']}", _section(result, trials, ""))
+
+
+def sizes_report(result: dict[str, Any], trials: Sequence[Sequence[Trial]]) -> str:
+    """tune --sizes: the table of sizes, then each size's section (its charts' names prefixed with
+    its number)."""
+    rows = "".join(
+        f"<tr><td>{html.escape(size['label'])}</td><td>{size['limit']}</td>{_cells(size['recommendation'])}"
+        f"{_cells(size['default'])}</tr>" for size in result["sizes"])
+    sections = "".join(
+        f"<h2>{html.escape(size['label'])} ({size['limit']})</h2>{_section(size, size_trials, f'size{i}-')}"
+        for i, (size, size_trials) in enumerate(zip(result["sizes"], trials, strict=True), 1))
+    body = (f"<p>{html.escape(result['limit_why'])}</p>"
+            "<table><tr><th>size</th><th>limit</th><th>recommended</th><th>req/s</th><th>p99 ms</th><th>RSS MiB</th>"
+            "<th>tricorn's defaults</th><th>req/s</th><th>p99 ms</th><th>RSS MiB</th></tr>"
+            f"{rows}</table>{sections}")
+    return _page(f"tricorn tune --sizes: {result['target']}", body)
+
+
+def _cells(pick: dict[str, Any] | None) -> str:
+    return "".join(f"<td>{html.escape(field)}</td>" for field in _pick_fields(pick))
+
+
+def _section(result: dict[str, Any], trials: Sequence[Trial], prefix: str) -> str:
     full = [t for t in trials if t.steps]
     colours = {id(t): PALETTE[i % len(PALETTE)] for i, t in enumerate(full)}
     target = result["workload"]["p99_ms"]
@@ -53,8 +99,8 @@ def html_report(result: dict[str, Any], trials: Sequence[Trial]) -> str:
                  t.kind == "screen") for t in full]
 
     throughput = line_chart("throughput vs offered load", "offered req/s", "answered req/s", series("throughput"),
-                            "throughput", diagonal=True)
-    latency = line_chart("p99 latency vs offered load", "offered req/s", "p99 ms", series("p99_ms"), "p99",
+                            prefix + "throughput", diagonal=True)
+    latency = line_chart("p99 latency vs offered load", "offered req/s", "p99 ms", series("p99_ms"), prefix + "p99",
                          hline=(target, f"target {target:g} ms"), y_cap=target * 4)
     configs: dict[str, Trial] = {}
     for trial in trials:
@@ -62,22 +108,34 @@ def html_report(result: dict[str, Any], trials: Sequence[Trial]) -> str:
             configs[trial.label] = trial
     limit = result["machine"]["memory_budget_mb"]
     memory = bar_chart("memory per configuration", "RSS MiB",
-                       [(label, t.rss_total / MIB) for label, t in configs.items()], "memory",
+                       [(label, t.rss_total / MIB) for label, t in configs.items()], prefix + "memory",
                        hline=(limit, f"{limit:,.0f} MiB budget"))
     rec = result["recommendation"]
     headline = (f"<p class=pick>Recommended: <b>{html.escape(result['reason'])}</b></p>"
                 f"<pre>{html.escape(result['snippet'])}</pre>" if rec else
                 f"<p class=pick>No recommendation: {html.escape(result.get('error') or result['stop_reason'])}</p>")
     rows = "".join(
-        f"<tr{' class=best' if rec and t.key == (rec['workers'], rec['threads']) and t.kind == 'full' else ''}>"
+        f"<tr{' class=best' if rec and t.key == (rec['workers'], rec['threads']) and t.kind in FULL else ''}>"
         f"<td>{i}</td><td>{t.kind}</td><td>{t.workers}</td><td>{'-' if t.threads is None else t.threads}</td>"
         f"<td>{t.throughput:,.0f}</td><td>{t.p50_ms:,.1f}</td><td>{t.p99_ms:,.1f}</td><td>{t.server_cpu:.2f}</td>"
         f"<td>{t.rss_total / MIB:,.0f}</td><td>{t.wall_s:.1f}</td><td>{html.escape(t.note or t.status)}</td>"
         f"<td><code>{html.escape(t.command)}</code></td></tr>"
         for i, t in enumerate(trials, 1))
     machine = result["machine"]
+    return f"""<p>{html.escape(machine['cpus_why'])} → tuned for {machine['cpus']} CPU(s);
+memory {machine['memory_mb']:,.0f} MiB ({html.escape(machine['memory_why'])}).
+Target: p99 ≤ {target:g} ms, errors ≤ {result['workload']['max_errors']:.2%}.
+{html.escape(result['stop_reason'])}.</p>
+{headline}
+<div class=charts>{throughput}{latency}{memory}</div>
+<table><tr><th>#</th><th>kind</th><th>workers</th><th>threads</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th>
+<th>server CPU</th><th>RSS MiB</th><th>s</th><th></th><th>command</th></tr>{rows}</table>
+"""
+
+
+def _page(title: str, body: str) -> str:
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tricorn tune: {html.escape(result['target'])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 1em; }}
@@ -90,14 +148,8 @@ td:nth-child(11), td:nth-child(12) {{ text-align: left; }}
 tr.best {{ background: #e6f4e6; font-weight: bold; }}
 .pick {{ font-size: 16px; }}
 </style></head><body>
-<h1>tricorn tune: {html.escape(result['target'])}</h1>
-<p>{html.escape(machine['cpus_why'])} → tuned for {machine['cpus']} CPU(s); memory {machine['memory_mb']:,.0f} MiB
-({html.escape(machine['memory_why'])}). Target: p99 ≤ {target:g} ms, errors ≤ {result['workload']['max_errors']:.2%}.
-{html.escape(result['stop_reason'])}.</p>
-{headline}
-<div class=charts>{throughput}{latency}{memory}</div>
-<table><tr><th>#</th><th>kind</th><th>workers</th><th>threads</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th>
-<th>server CPU</th><th>RSS MiB</th><th>s</th><th></th><th>command</th></tr>{rows}</table>
+<h1>{html.escape(title)}</h1>
+{body}
 <script>
 // Which series the browser laid out with a non-empty box, per chart: read back by the tests.
 const drawn = {{}};

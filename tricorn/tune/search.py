@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..host import resources
-from .model import MIB, SATURATED, Trial
+from .model import FULL, MIB, SATURATED, Trial
 from .trial import TrialRunner
 
 HEADROOM = 0.8  # the share of the memory limit a configuration may use
@@ -271,12 +271,27 @@ class Search:
         self.trials.append(trial)
         self.on_trial(trial)
         self.runner.run(trial, quick=quick, one_connection=one_connection, expected=expected)
-        trial.fits = trial.rss_total <= self.machine.memory_budget
-        if not trial.fits:
-            trial.note = (f"used {trial.rss_total / MIB:,.0f} MiB, over {HEADROOM:.0%} of the "
-                          f"{self.machine.memory / MIB:,.0f} MiB limit; " + trial.note).rstrip("; ")
+        self._judge_memory(trial)
         self.on_trial(trial)
         return trial
+
+    def defaults(self, threads: int | None) -> Trial:
+        """A full trial of tricorn's own defaults (its master chooses the workers; `threads` is
+        what it will choose), past the budget, which the caller keeps room for: a candidate like
+        the others, and the answer to whether the defaults were right."""
+        trial = Trial(0, threads, kind="defaults")
+        self.trials.append(trial)
+        self.on_trial(trial)
+        self.runner.run(trial)
+        self._judge_memory(trial)
+        self.on_trial(trial)
+        return trial
+
+    def _judge_memory(self, trial: Trial) -> None:
+        trial.fits = trial.rss_total <= self.machine.memory_budget and not trial.oom_killed
+        if trial.rss_total > self.machine.memory_budget:
+            trial.note = (f"used {trial.rss_total / MIB:,.0f} MiB, over {HEADROOM:.0%} of the "
+                          f"{self.machine.memory / MIB:,.0f} MiB limit; " + trial.note).rstrip("; ")
 
     # evidence so far -----------------------------------------------------------------------
 
@@ -324,7 +339,7 @@ def _cost(trial: Trial) -> tuple[int, int]:
 
 def recommend(trials: list[Trial]) -> Trial | None:
     """The full trial with the best sustainable throughput that fits; ties go to the cheaper one."""
-    usable = [t for t in trials if t.kind == "full" and _usable(t)]
+    usable = [t for t in trials if t.kind in FULL and _usable(t)]
     return cheapest(usable) if usable else None
 
 
@@ -332,7 +347,7 @@ def reason(pick: Trial, trials: list[Trial]) -> str:
     """Why `pick` won, against the best other full trial."""
     text = (f"{describe(pick)}: {pick.throughput:,.0f} req/s at p99 {pick.p99_ms:,.0f} ms, "
             f"{pick.rss_total / MIB:,.0f} MiB")
-    others = [t for t in trials if t.kind == "full" and t.status == "ok" and t.key != pick.key]
+    others = [t for t in trials if t.kind in FULL and t.status == "ok" and t.key != pick.key]
     if not others:
         return text
     other = max(others, key=lambda t: t.throughput)
@@ -345,5 +360,8 @@ def reason(pick: Trial, trials: list[Trial]) -> str:
 
 
 def describe(trial: Trial) -> str:
+    if not trial.workers:
+        return "tricorn's defaults"
     text = f"{trial.workers} worker{'s' if trial.workers != 1 else ''}"
-    return text + (f" × {trial.threads} thread{'s' if trial.threads != 1 else ''}" if trial.threads is not None else "")
+    text += f" × {trial.threads} thread{'s' if trial.threads != 1 else ''}" if trial.threads is not None else ""
+    return text + (" (tricorn's defaults)" if trial.kind == "defaults" else "")

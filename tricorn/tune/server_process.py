@@ -21,6 +21,7 @@ from typing import Any
 from ..ctl import ask
 from ..errors import UserError
 from ..host.resources import rss_bytes
+from .limits import Limit
 from .model import TrialError
 from .procfs import ticks
 
@@ -34,12 +35,14 @@ class ServerCommand:
     extra: tuple[str, ...] = ()  # more tricorn options, after --
 
     def argv(self, workers: int, threads: int | None, port: int) -> list[str]:
+        """The command for `workers` × `threads`; tricorn's own defaults for workers 0."""
         if self.template is not None:
             return shlex.split(self.filled(workers, threads, port))
         assert self.app is not None
-        argv = ["tricorn", self.app, "-b", f"127.0.0.1:{port}", "-w", str(workers),
-                "--no-access-log", "--log-level", "warning"]
-        if threads is not None:
+        argv = ["tricorn", self.app, "-b", f"127.0.0.1:{port}", "--no-access-log", "--log-level", "warning"]
+        if workers:
+            argv += ["-w", str(workers)]
+        if workers and threads is not None:
             argv += ["--threads", str(threads)]
         return [*argv, *self.extra]
 
@@ -50,8 +53,9 @@ class ServerCommand:
         return self.template.format(workers=workers, threads=threads or 1, port=port)
 
     def counted(self, workers: int) -> bool:
-        """Whether the server has counters to read: tricorn's master, with 2+ workers."""
-        return self.template is None and workers > 1
+        """Whether the server has counters to read: tricorn's master, with 2+ workers (or its
+        defaults, which may be 2+)."""
+        return self.template is None and workers != 1
 
     def process_argv(self, argv: list[str]) -> list[str]:
         """What to execute: tricorn through this interpreter, so it need not be on PATH."""
@@ -67,11 +71,14 @@ def free_port() -> int:
 class ServerProcess:
     """The server under test, in its own session so that it and its workers stop together."""
 
-    def __init__(self, argv: Sequence[str], cores: frozenset[int] | None, counted_workers: int = 0) -> None:
+    def __init__(self, argv: Sequence[str], cores: frozenset[int] | None, counted_workers: int = 0,
+                 limit: Limit | None = None) -> None:
         """`counted_workers`: how many workers tricorn's master will report (0: argv is not a
-        tricorn master; else a control socket is added to argv)."""
+        tricorn master; -1: as many as the master decides; else a control socket is added to
+        argv). `limit`: the cgroup the server runs in."""
         self.argv = list(argv)
         self.cores = cores
+        self.limit = limit
         self.workers = counted_workers
         self.log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed by stop()
         self.process: subprocess.Popen[bytes] | None = None
@@ -83,11 +90,13 @@ class ServerProcess:
         self.served = 0  # the workers' requests at the last reading
 
     def start(self) -> None:
-        cores = self.cores
+        cores, limit = self.cores, self.limit
 
         def pin() -> None:
             if cores:
                 os.sched_setaffinity(0, cores)
+            if limit is not None:
+                limit.enter()
 
         try:
             self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
@@ -113,6 +122,8 @@ class ServerProcess:
             if code is not None:
                 raise TrialError(f"the server exited with code {code} before it answered: "
                                  f"{self.output_tail() or 'no output'}")
+            if self.limit is not None and self.limit.oom_kills():
+                raise TrialError("OOM-killed before the server answered")
             try:
                 if not answered:
                     with socket.create_connection(("127.0.0.1", port), timeout=min(2.0, timeout)) as sock:
@@ -120,12 +131,13 @@ class ServerProcess:
                         answered = sock.recv(5) == b"HTTP/"
             except OSError:
                 pass
-            listening = len(self._workers()) if self.control else self.workers
-            if answered and listening >= self.workers:
+            listening, wanted = self._readiness() if self.control else (self.workers, self.workers)
+            if answered and listening >= wanted:
+                self.workers = wanted
                 return
             if time.monotonic() > deadline:
                 if answered:
-                    raise TrialError(f"only {listening} of {self.workers} workers started within {timeout:g}s: "
+                    raise TrialError(f"only {listening} of {wanted} workers started within {timeout:g}s: "
                                      f"{self.output_tail() or 'no output'} (a slow app: raise --start-timeout)")
                 raise TrialError(f"the server did not answer on port {port} within {timeout:g}s: does the command "
                                  "bind the {port} it is given? (a slow app: raise --start-timeout)")
@@ -173,14 +185,29 @@ class ServerProcess:
             return total, total, 0
         return total, sum(serving) // len(serving), sizes.get(self.process.pid, 0)
 
-    def _workers(self) -> list[dict[str, Any]]:
-        """The ready workers as the master's control socket reports them; none until it answers."""
+    def _readiness(self) -> tuple[int, int]:
+        """Ready workers, and how many there should be: counted_workers, or (-1) the master's
+        target once it has sized its workers to the memory limit and started them all."""
+        status = self._status()
+        workers = status.get("workers", [])
+        ready = sum(worker["state"] == "ready" for worker in workers)
+        if self.workers >= 0:
+            return ready, self.workers
+        target = int(status.get("target", 0))
+        return ready, target if ready == len(workers) == target else max(target, ready + 1)
+
+    def _status(self) -> dict[str, Any]:
         assert self.control is not None
         try:
             reply = ask(self.control, {"command": "status"})
         except UserError:
-            return []
-        workers: list[dict[str, Any]] = reply.get("status", {}).get("workers", [])
+            return {}
+        status: dict[str, Any] = reply.get("status", {})
+        return status
+
+    def _workers(self) -> list[dict[str, Any]]:
+        """The ready workers as the master's control socket reports them; none until it answers."""
+        workers: list[dict[str, Any]] = self._status().get("workers", [])
         return [worker for worker in workers if worker["state"] == "ready"]
 
     def counters(self) -> tuple[list[int], float] | None:

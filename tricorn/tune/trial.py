@@ -28,6 +28,7 @@ from typing import Any
 from ..bench.engine import Load
 from ..bench.scenario import Scenario, Target
 from .engines import LoadEngine
+from .limits import Limit
 from .model import SATURATED, Step, Trial, TrialError
 from .procfs import idle_seconds, ticks
 from .server_process import ServerCommand, ServerProcess, free_port
@@ -65,25 +66,31 @@ class Workload:
 class TrialRunner:
     """Runs trials of one server command under one workload."""
 
-    def __init__(self, server: ServerCommand, workload: Workload, engine: LoadEngine) -> None:
+    def __init__(self, server: ServerCommand, workload: Workload, engine: LoadEngine,
+                 make_limit: Callable[[], Limit] | None = None) -> None:
+        """`make_limit`: a new cgroup for each trial's server (tune --sizes)."""
         self.server = server
         self.workload = workload
         self.engine = engine
+        self.make_limit = make_limit
 
     def run(self, trial: Trial, quick: bool = False, one_connection: bool = False, expected: float = 0.0) -> Trial:
         """Measure `trial` in place. `expected`: about what it will sustain (for a full trial, what
-        its screen did); the ramp starts around it instead of probing."""
+        its screen did); the ramp starts around it instead of probing. Workers 0: tricorn's own
+        defaults, and the trial's workers become what its master chose."""
         workload = self.workload
         port = free_port()
         argv = self.server.argv(trial.workers, trial.threads, port)
         trial.command = shlex.join(argv)
-        server = ServerProcess(self.server.process_argv(argv), workload.server_cores,
-                               trial.workers if self.server.counted(trial.workers) else 0)
+        counted = (trial.workers or -1) if self.server.counted(trial.workers) else 0
+        limit = self.make_limit() if self.make_limit is not None else None
+        server = ServerProcess(self.server.process_argv(argv), workload.server_cores, counted, limit)
         began = time.monotonic()
         trial.status = "interrupted"
         try:
             server.start()
             server.wait_ready(port, workload.path, workload.start_timeout)
+            trial.workers = trial.workers or server.workers
             target, scenario = workload.scenario(f"http://127.0.0.1:{port}")
             if one_connection:
                 self._one_connection(trial, server, target, scenario)
@@ -101,10 +108,18 @@ class TrialRunner:
                 trial.requests_per_worker = counters[0]
         except TrialError as exc:
             trial.status, trial.note = "failed", str(exc)
-            raise
+            if not (limit is not None and limit.oom_kills()):  # else only this configuration is at fault
+                raise
         finally:
             server.stop()
             trial.wall_s = time.monotonic() - began
+            if limit is not None:
+                kills = limit.oom_kills()
+                limit.remove()
+                if kills:
+                    trial.status, trial.oom_killed = "failed", True
+                    trial.note = f"OOM-killed: {kills} process(es) hit the memory limit" + (
+                        f"; {trial.note}" if trial.note and "OOM" not in trial.note else "")
         return trial
 
     def _measure(self, server: ServerProcess, target: Target, scenario: Scenario,
