@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import resource
 import signal
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tricorn.bench import pages
 
 from .conftest import APPS, ROOT
 
@@ -310,3 +313,83 @@ def test_unresolvable_host_is_one_line() -> None:
     result = bench("http://no-such-host.invalid/", "-d", "1s")
     assert result.returncode == 1
     assert result.stderr.startswith("Error: cannot resolve 'no-such-host.invalid'") and result.stderr.count("\n") == 1
+
+
+# pages with their assets (assets = true) ------------------------------------------------------------
+
+ASSETS = ("/static/site.css", "/static/app.js", "/static/big.png", "/favicon.ico", "/static/fonts/f.woff2",
+          "/static/img/bg.png")  # what page_apps' page makes a browser fetch, besides one missing image
+
+
+def page_scenario(tmp_path: Path, url: str, cache: bool) -> Path:
+    scenario = tmp_path / "site.toml"
+    scenario.write_text(f'url = "{url}"\n[[task]]\nname = "home"\npath = "/"\nassets = true\n'
+                        f"cache = {'true' if cache else 'false'}\n")
+    return scenario
+
+
+def test_pages_fetch_their_assets_as_a_browser_would(serve, tmp_path) -> None:
+    access = tmp_path / "access.log"
+    server = serve("page_apps:site", "--access-logfile", str(access),
+                   "--access-logformat", "%(m)s %(U)s %(s)s %({cookie}i)s|%({if-none-match}i)s")
+    result = bench_json(tmp_path, "--scenario", str(page_scenario(tmp_path, server.url, cache=True)),
+                        "-c", "2", "-n", "20")
+    # Two users, ten visits each: the first fetches every asset, the next nine revalidate them.
+    assert result["answered"] == 20 and result["pages"]["visits"] == 20, result
+    assets = result["assets"]
+    assert assets["status"] == {"200": 2 * 6, "304": 18 * 6, "404": 20} and assets["error_count"] == 0, assets
+    assert assets["answered"] == 20 * 7 and assets["bytes"] > 2 * (1 << 20)  # the large image, twice
+    assert result["pages"]["latency_ms"]["p50"] >= result["latency_ms"]["p50"]  # until the last asset
+
+    lines = access.read_text().splitlines()
+    assert len(lines) == 20 + 20 * 7
+    seen = collections.Counter(line.split(" ", 3)[1] for line in lines)
+    assert seen == {"/": 20, "/missing.png": 20, **{path: 20 for path in ASSETS}}, seen  # nothing else
+    first_visits = [line for line in lines if line.startswith("GET / ") and "session=" not in line]
+    assert len(first_visits) == 2  # after its first page, each user sends the cookie it was given
+    assert all("session=s3cret" in line for line in lines if not line.startswith("GET / "))
+    revalidated = [line for line in lines if line.endswith('"') and '|"' in line]
+    assert len(revalidated) == 18 * 6 and all(" 304 " in line for line in revalidated)
+
+
+def test_pages_without_cache_fetch_everything_each_visit(serve, tmp_path) -> None:
+    access = tmp_path / "access.log"
+    server = serve("page_apps:site", "--access-logfile", str(access), "--access-logformat", "%(U)s %(s)s")
+    result = bench_json(tmp_path, "--scenario", str(page_scenario(tmp_path, server.url, cache=False)),
+                        "--users", "3", "--think", "0-0.01", "-d", "1", "--procs", "2")
+    visits = result["pages"]["visits"]
+    assert visits > 0 and result["assets"]["status"] == {"200": visits * 6, "404": visits}, result
+    log = access.read_text().splitlines()
+    assert sum(line == "/static/big.png 200" for line in log) >= visits  # each visit fetched it again
+
+
+@pytest.mark.parametrize(("html", "expected"), [
+    ('<link rel="stylesheet" href="a.css"><link rel="alternate" href="/feed">', ["/dir/a.css"]),
+    ('<script src="/x.js"></script><script>inline()</script>', ["/x.js"]),
+    ('<img srcset="/s.png 1x, /l.png 2x"><img src="//cdn.example/i.png"><img src="data:,">', ["/s.png"]),
+    ('<link rel="preload" as="font" href="/f.woff2"><link rel="icon" href="/i.ico"><img src="/i.ico">',
+     ["/f.woff2", "/i.ico"]),
+    ('<video poster="/p.jpg" src="/v.mp4"></video><a href="/page">x</a><img src="/q.png?v=2#top">',
+     ["/v.mp4", "/p.jpg", "/q.png?v=2"]),
+])
+def test_which_references_are_assets(html: str, expected: list[str]) -> None:
+    assert pages.html_assets(html, "http://127.0.0.1:8000/dir/page") == expected
+
+
+def test_a_stylesheets_imports_fonts_and_images() -> None:
+    css = '@import "base.css"; @font-face { src: url(/f.woff2) } a { background: url("img/b.png") } ' \
+          'b { background: url(data:image/png;base64,AA) } c { background: url(http://other.example/x.png) }'
+    assert pages.css_assets(css, "http://h:1/static/site.css") == ["/static/base.css", "/f.woff2",
+                                                                   "/static/img/b.png"]
+
+
+@pytest.mark.parametrize(("task", "message"), [
+    ('path = "/"\nassets = "yes"', "assets must be true or false"),
+    ('path = "/"\ncache = true', "cache = true revalidates a page's assets; add assets = true"),
+    ('path = "/"\nasset = true', "unknown key 'asset'"),
+])
+def test_bad_page_keys_are_one_line(tmp_path, task: str, message: str) -> None:
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text(f'url = "http://127.0.0.1:1"\n[[task]]\n{task}\n')
+    result = bench("--scenario", str(scenario), "-n", "1")
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr

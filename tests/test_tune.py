@@ -546,3 +546,17 @@ def test_bad_sizes_get_one_line(args: list[str], message: str) -> None:
     result = tune("examples.tuning:io_asgi", *args, timeout=60)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+def test_a_scenario_with_pages_tunes_with_their_assets(tmp_path: Path) -> None:
+    """A page's assets load the server too, and its latency runs until its last asset."""
+    scenario = tmp_path / "site.toml"
+    scenario.write_text('[[task]]\npath = "/"\nassets = true\ncache = true\n')
+    data = tuned(tmp_path, "page_apps:site", "--scenario", str(scenario), "--workers", "1", "--budget", "60s")
+    assert data["recommendation"]["throughput"] > 0
+    passed = [s for t in data["trials"] for s in t["steps"] if s["passed"]]
+    # throughput: pages with all their assets; requests: pages and assets (seven each) together
+    assert passed and all(s["requests"] >= 7 * s["throughput"] * s["duration"] for s in passed), passed
+    locust = tune("page_apps:site", "--scenario", str(scenario), "--engine", "locust", "--locust-master",
+                  "http://127.0.0.1:1", timeout=60)
+    assert locust.returncode == 2 and "Locust does not fetch a page's assets" in locust.stderr, locust.stderr

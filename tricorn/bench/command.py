@@ -133,6 +133,17 @@ def render(summary: dict[str, Any]) -> str:
     ]
     if len(summary["by_request"]) > 1:
         lines.append("  by request  " + ", ".join(f"{k} {v:,}" for k, v in summary["by_request"].items()))
+    if "pages" in summary:
+        pages, assets = summary["pages"], summary["assets"]
+        page_latency = pages["latency_ms"]
+        asset_status = ", ".join(f"{k}: {v:,}" for k, v in assets["status"].items()) or "none"
+        asset_errors = ", ".join(f"{k} {v:,}" for k, v in assets["errors"].items()) or "none"
+        lines += [
+            f"  pages       {pages['visits']:,} with their assets, {pages['rate']:,.1f}/s; until the last asset, ms: "
+            f"p50 {page_latency['p50']:.3f}  p99 {page_latency['p99']:.3f}  max {page_latency['max']:.3f}",
+            f"  assets      {assets['answered']:,} answered ({asset_status}), {assets['bytes']:,} bytes; "
+            f"errors {asset_errors}",
+        ]
     lines.extend(f"  warning: {w}" for w in summary["warnings"])
     return "\n".join(lines)
 

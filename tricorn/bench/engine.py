@@ -23,11 +23,12 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httptools
 
 from .histogram import Histogram
+from .pages import Browser, Visit, html_assets
 from .scenario import Request, Scenario, Target, Task
 
 MAX_CONNECTING = 16  # open loop: connections opened at once; a burst of due requests waits for these
@@ -57,7 +58,8 @@ class Load:
 class Window:
     """Counts for one stretch of time: the whole run, or one second of it."""
 
-    __slots__ = ("answered", "bytes", "errors", "histogram", "issued", "names", "status")
+    __slots__ = ("answered", "asset_bytes", "asset_errors", "asset_status", "assets", "bytes", "errors", "histogram",
+                 "issued", "names", "page_histogram", "pages", "status")
 
     def __init__(self) -> None:
         self.histogram = Histogram()
@@ -67,22 +69,43 @@ class Window:
         self.status: dict[int, int] = {}
         self.errors: dict[str, int] = {}
         self.names: dict[str, int] = {}  # answered, by request name
+        self.pages = 0  # pages whose assets all ended (pages.py)
+        self.page_histogram = Histogram()  # from the page request's start to its last asset's end
+        self.assets = 0  # answered
+        self.asset_bytes = 0
+        self.asset_status: dict[int, int] = {}
+        self.asset_errors: dict[str, int] = {}
 
     def merge(self, other: Window) -> None:
         self.issued += other.issued
         self.answered += other.answered
         self.bytes += other.bytes
-        for code, n in other.status.items():
-            self.status[code] = self.status.get(code, 0) + n
-        for mine, theirs in ((self.errors, other.errors), (self.names, other.names)):
-            for key, n in theirs.items():
-                mine[key] = mine.get(key, 0) + n
+        self.pages += other.pages
+        self.assets += other.assets
+        self.asset_bytes += other.asset_bytes
+        _add(self.status, other.status)
+        _add(self.asset_status, other.asset_status)
+        for mine, theirs in ((self.errors, other.errors), (self.names, other.names),
+                             (self.asset_errors, other.asset_errors)):
+            _add(mine, theirs)
         self.histogram.merge(other.histogram)
+        self.page_histogram.merge(other.page_histogram)
 
     def to_dict(self) -> dict[str, Any]:
         return {"issued": self.issued, "answered": self.answered, "bytes": self.bytes, "names": dict(self.names),
                 "status": {str(k): v for k, v in sorted(self.status.items())}, "errors": dict(self.errors),
-                "histogram": self.histogram.to_dict()}
+                "histogram": self.histogram.to_dict(), "pages": self.pages,
+                "page_histogram": self.page_histogram.to_dict(), "assets": self.assets,
+                "asset_bytes": self.asset_bytes, "asset_status": {str(k): v for k, v in self.asset_status.items()},
+                "asset_errors": dict(self.asset_errors)}
+
+
+K = TypeVar("K")
+
+
+def _add(counts: dict[K, int], more: dict[K, int]) -> None:
+    for key, n in more.items():
+        counts[key] = counts.get(key, 0) + n
 
 
 class Connection(asyncio.Protocol):
@@ -178,14 +201,53 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
+class PageConnection(Connection):
+    """A Connection in a scenario with pages: it sends the user's cookies, keeps the cookies a
+    response sets, and keeps a page's HTML for its assets."""
+
+    def __init__(self, engine: Engine, slot: Slot) -> None:
+        super().__init__(engine, slot)
+        self.body: list[bytes] = []
+        self.sent = b""
+
+    def send(self, request: Request, started: int, counted: bool) -> None:
+        self.request, self.started, self.counted = request, started, counted
+        self.busy, self.status, self.received, self.headers_done, self.framed = True, 0, 0, False, False
+        self.body = []
+        data = request.next()
+        browser = self.slot.browser
+        if browser is not None and browser.cookies:
+            head, _, body = data.partition(b"\r\n\r\n")
+            data = head + b"\r\n" + browser.cookie_header() + b"\r\n" + body
+        self.sent = data
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        if len(name) == 10 and name.lower() == b"set-cookie" and self.slot.browser is not None:
+            self.slot.browser.remember_cookie(value)
+
+    def on_body(self, body: bytes) -> None:
+        if self.request is not None and self.request.assets:
+            self.body.append(body)
+
+    def page_url(self) -> str:
+        """The URL the page was asked for, which its relative references resolve against."""
+        path = self.sent.split(b" ", 2)[1].decode("latin-1") if self.sent.count(b" ") >= 2 else "/"
+        return f"http://{self.engine.target.authority}{path}"
+
+
 class Slot:
-    """One closed-loop connection or one user: its connection and the steps left of its task."""
+    """One closed-loop connection or one user: its connection, the steps left of its task, and (in
+    a scenario with pages) what its browser keeps."""
 
-    __slots__ = ("connection", "steps")
+    __slots__ = ("browser", "connection", "steps")
 
-    def __init__(self) -> None:
+    def __init__(self, browser: Browser | None = None) -> None:
         self.connection: Connection | None = None
         self.steps: collections.deque[Request] = collections.deque()
+        self.browser = browser
 
 
 class Engine:
@@ -204,8 +266,9 @@ class Engine:
         self.watched: list[float] = []  # per second measured
         self.total = Window()
         self.second = Window()
+        self.pages = scenario.has_pages
         # The closed loop by duration on keep-alive connections takes a shortcut in answered().
-        self.closed_fast = load.mode == "closed" and load.keepalive and not load.requests
+        self.closed_fast = load.mode == "closed" and load.keepalive and not load.requests and not self.pages
         self.measuring = False
         self.running = True
         self.issued_total = 0  # measured requests issued, for -n (whose runs skip the closed loop's shortcut)
@@ -254,7 +317,40 @@ class Engine:
             return
         if not connection.reusable or not self.load.keepalive:
             connection.close()
+        if self.pages and connection.request.assets and status == 200 and self.running:  # type: ignore[union-attr]
+            self._visit(connection)  # type: ignore[arg-type]
+            return
         self._next(connection.slot)
+
+    def _visit(self, page: PageConnection) -> None:
+        """Fetch the page's assets as its user's browser would; the slot goes on after the last."""
+        slot, started, counted = page.slot, page.started, page.counted
+        assert slot.browser is not None and page.request is not None
+        url = page.page_url()
+        paths = html_assets(b"".join(page.body).decode("utf-8", "replace"), url)
+        page.body = []
+
+        def asset(status: int, size: int) -> None:
+            if counted:
+                window = self.second
+                window.assets += 1
+                window.asset_bytes += size
+                window.asset_status[status] = window.asset_status.get(status, 0) + 1
+
+        def asset_failed(kind: str) -> None:
+            if counted:
+                self.second.asset_errors[kind] = self.second.asset_errors.get(kind, 0) + 1
+
+        def done() -> None:
+            self.in_flight -= 1
+            if counted:
+                self.second.pages += 1
+                self.second.page_histogram.record((time.perf_counter_ns() - started) // 1000)
+            self._next(slot)
+
+        self.in_flight += 1
+        Visit(slot.browser, self.address, self.target.authority, paths, url, page.request.cache, asset,
+              asset_failed, done, self.load.timeout).start()
 
     def failed(self, connection: Connection, kind: str) -> None:
         self.in_flight -= 1
@@ -285,8 +381,9 @@ class Engine:
     async def _connect_and_send(self, slot: Slot, request: Request, started: int, counted: bool) -> None:
         begun = started or time.perf_counter_ns()
         try:
+            kind_of = PageConnection if self.pages else Connection
             _, connection = await asyncio.wait_for(self.loop.create_connection(
-                lambda: Connection(self, slot), self.address[0], self.address[1]), self.load.timeout)
+                lambda: kind_of(self, slot), self.address[0], self.address[1]), self.load.timeout)
         except (asyncio.TimeoutError, OSError) as exc:
             self.connecting -= 1
             kind = {ConnectionRefusedError: "refused", ConnectionResetError: "reset",
@@ -356,12 +453,12 @@ class Engine:
         self.measuring = not load.warmup
         if load.mode == "closed":
             for _ in range(load.connections):
-                slot = Slot()
+                slot = Slot(Browser() if self.pages else None)
                 self.slots.append(slot)
                 self._issue(slot, self._next_request(slot))
         elif load.mode == "users":
             for i in range(load.users):
-                slot = Slot()
+                slot = Slot(Browser() if self.pages else None)
                 self.slots.append(slot)
                 self.loop.call_later(i / load.spawn_rate if load.spawn_rate else 0, self._user_step, slot)
         else:
@@ -386,6 +483,8 @@ class Engine:
             for slot in self.slots:
                 if slot.connection is not None:
                     slot.connection.close()
+                if slot.browser is not None:
+                    slot.browser.close()
             self.total.merge(self.second)  # the answers that arrived after the last tick
         return self.total
 
@@ -459,7 +558,7 @@ class Engine:
             if self.idle:  # the most recently used connection: fewest connections, warmest caches
                 self._issue(self.idle.pop(), self._next_request_open(), at)
             elif len(self.slots) < load.connections and self.connecting < MAX_CONNECTING:
-                slot = Slot()
+                slot = Slot(Browser() if self.pages else None)
                 self.slots.append(slot)
                 self._issue(slot, self._next_request_open(), at)
             else:  # the next connection to become free takes it
@@ -482,6 +581,9 @@ class Engine:
                 connection = slot.connection
                 if connection is not None and connection.busy and now - connection.started > timeout_ns:
                     connection._fail("timeout")
+                for lane in slot.browser.connections if slot.browser is not None else ():
+                    if lane.timed_out(now):
+                        lane._fail("timeout")
 
 
 class ResolveError(Exception):

@@ -135,6 +135,10 @@ def _window_from(data: dict[str, Any]) -> Window:
     window.errors = dict(data["errors"])
     window.names = dict(data["names"])
     window.histogram = Histogram.from_dict(data["histogram"])
+    window.pages, window.assets, window.asset_bytes = data["pages"], data["assets"], data["asset_bytes"]
+    window.page_histogram = Histogram.from_dict(data["page_histogram"])
+    window.asset_status = {int(k): v for k, v in data["asset_status"].items()}
+    window.asset_errors = dict(data["asset_errors"])
     return window
 
 
@@ -257,6 +261,22 @@ def summarize(plan: Plan, collector: Collector) -> dict[str, Any]:
         "warnings": warnings,
         "series": series,
         "histogram_us": total.histogram.to_dict(),
+        **(_pages(total, elapsed) if plan.scenario.has_pages else {}),
+    }
+
+
+def _pages(total: Window, elapsed: float) -> dict[str, Any]:
+    """A scenario with pages: the visits (page latency: until the page's last asset arrived) and
+    their assets, counted apart from the requests."""
+    h = total.page_histogram
+    return {
+        "pages": {"visits": total.pages, "rate": total.pages / elapsed if elapsed else 0.0,
+                  "latency_ms": {"mean": h.mean / 1000, **{f"p{p:g}": h.percentile(p) / 1000 for p in PERCENTILES},
+                                 "max": h.max / 1000}},
+        "assets": {"answered": total.assets, "bytes": total.asset_bytes,
+                   "status": {str(k): v for k, v in sorted(total.asset_status.items())},
+                   "errors": dict(sorted(total.asset_errors.items())),
+                   "error_count": sum(total.asset_errors.values())},
     }
 
 

@@ -20,6 +20,9 @@ one connection (an index page, then a detail page), chosen by weight like Locust
           headers = { Content-Type = "application/json" } },
     ]
 
+A request with `assets = true` is a page whose assets are fetched too (`cache = true`: revalidated
+on the next visit); pages.py does it.
+
 Placeholders: {random_int} (0 to 999999), {random_int(A,B)}, {uuid}, {seq} (a counter). Each
 request with placeholders is rendered VARIANTS times up front and the variants are sent in turn, so
 sending costs no formatting. `{{` and `}}` are literal braces.
@@ -47,8 +50,8 @@ else:  # pragma: no cover
 VARIANTS = 1024
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(random_int(?:\((-?\d+),\s*(-?\d+)\))?|uuid|seq)\}")
-_TASK_KEYS = {"name", "weight", "method", "path", "headers", "body", "steps"}
-_STEP_KEYS = {"name", "method", "path", "headers", "body"}
+_TASK_KEYS = {"name", "weight", "method", "path", "headers", "body", "steps", "assets", "cache"}
+_STEP_KEYS = {"name", "method", "path", "headers", "body", "assets", "cache"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class Request:
     method: str
     variants: list[bytes]
     position: int = 0
+    assets: bool = False  # a page: fetch the assets its HTML names (pages.py)
+    cache: bool = False  # and revalidate them on the next visit
 
     def next(self) -> bytes:
         variants = self.variants
@@ -177,6 +182,10 @@ class Scenario:
     def requests(self) -> list[Request]:
         return [step for task in self.tasks for step in task.steps]
 
+    @property
+    def has_pages(self) -> bool:
+        return any(request.assets for request in self.requests)
+
 
 def single(target: Target, method: str, headers: dict[str, str], body: bytes, keepalive: bool) -> Scenario:
     """The scenario of a plain command line: one request to the URL."""
@@ -245,5 +254,13 @@ def _request(
     body = merged.get("body", "")
     if not isinstance(body, str):
         raise ConfigError(f"{where}: body must be a string")
-    return encode(target, str(merged.get("method", "GET")), path, headers, body, keepalive,
-                  str(raw.get("name", "")), seed)
+    flags = {key: merged.get(key, False) for key in ("assets", "cache")}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be true or false")
+    if flags["cache"] and not flags["assets"]:
+        raise ConfigError(f"{where}: cache = true revalidates a page's assets; add assets = true")
+    request = encode(target, str(merged.get("method", "GET")), path, headers, body, keepalive,
+                     str(raw.get("name", "")), seed)
+    request.assets, request.cache = flags["assets"], flags["cache"]
+    return request

@@ -289,6 +289,8 @@ def main(argv: Sequence[str]) -> int:
         server, threaded, target = server_command(args, extra)
         work = workload(args, machine)
         engine: LoadEngine
+        if args.engine == "locust" and work.scenario("http://127.0.0.1:1")[1].has_pages:
+            raise ConfigError("Locust does not fetch a page's assets (assets = true): drop --engine locust")
         if args.engine == "locust":
             engine = LocustEngine(args.locust_master, work.p99_ms)
             engine.check()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..bench.engine import Load
+from ..bench.pages import MAX_CONNECTIONS
 from ..bench.scenario import Scenario, Target
 from .engines import LoadEngine
 from .limits import Limit
@@ -174,6 +175,8 @@ class TrialRunner:
         duration, warmup = self._durations(quick)
         threads = trial.workers * trial.threads if trial.threads else 0
         connections = min(CONNECTIONS, max(8, 2 * threads)) if threads else CONNECTIONS
+        if scenario.has_pages:  # each user also opens its asset connections: as many connections in all
+            connections = max(8, connections // MAX_CONNECTIONS)
         load = Load("closed", connections=connections, duration=duration, warmup=warmup, timeout=self._timeout())
         summary, *_ = self._measure(server, target, scenario, load)
         self._sample_memory(trial, server)
@@ -271,10 +274,15 @@ class TrialRunner:
                     timeout=self._timeout())
         summary, server_cpu, idle, served, lag = self._measure(server, target, scenario, load)
         errors = summary["error_count"] + sum(n for code, n in summary["status"].items() if int(code) >= 500)
+        throughput, requests, latency = summary["throughput_rps"], summary["requests"], summary["latency_ms"]
+        if "pages" in summary:  # a page is served once its last asset is: count and time it so
+            assets = summary["assets"]
+            throughput, latency = summary["pages"]["rate"], summary["pages"]["latency_ms"]
+            requests += assets["answered"] + assets["error_count"]
+            errors += assets["error_count"] + sum(n for code, n in assets["status"].items() if int(code) >= 500)
         step = Step(
-            offered=load.rate, duration=duration, throughput=summary["throughput_rps"],
-            p50_ms=summary["latency_ms"]["p50"],
-            p99_ms=summary["latency_ms"]["p99"], requests=summary["requests"], errors=errors, server_cpu=server_cpu,
+            offered=load.rate, duration=duration, throughput=throughput, p50_ms=latency["p50"],
+            p99_ms=latency["p99"], requests=requests, errors=errors, server_cpu=server_cpu,
             generator_cpu=summary["generator_cpu"], behind_ms=summary["open_loop_behind_ms"], passed=False,
         )
         step.server_idle, step.server_requests, step.loop_lag_ms = idle, served, lag
