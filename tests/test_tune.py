@@ -248,12 +248,13 @@ def _png_colours(data: bytes) -> int:
     return len({raw[row * stride + 1:(row + 1) * stride] for row in range(0, height, 4)})
 
 
-def test_report_renders_its_charts_in_chromium(asgi_tune: dict[str, Any], tmp_path: Path) -> None:
+def drawn_in_chromium(report: Path, tmp_path: Path) -> dict[str, list[str]]:
+    """The series headless Chromium laid out in each of the report's charts; and its screenshot
+    is not blank."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser:
         assert not os.environ.get("CI"), "CI must have Chromium: .ci/run installs it"
         pytest.skip("Chromium is not installed (apt-get install chromium); CI runs this test")
-    report = asgi_tune["dir"] / "tune.html"
     page = report.read_text()
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", ""), "the report must work offline"
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
@@ -261,15 +262,20 @@ def test_report_renders_its_charts_in_chromium(asgi_tune: dict[str, Any], tmp_pa
                          capture_output=True, text=True, timeout=90)
     marker = 'data-drawn="'
     assert marker in dom.stdout, dom.stdout[-2000:] + dom.stderr[-2000:]
-    drawn = json.loads(dom.stdout.split(marker, 1)[1].split('"', 1)[0].replace("&quot;", '"'))
-    ran = [t for t in asgi_tune["trials"] if t["steps"]]
-    expected = {f"{t['workers']} {t['kind']}" for t in ran}
-    assert set(drawn["throughput"]) == expected and set(drawn["p99"]) == expected, drawn
-    assert set(drawn["memory"]) == {str(t["workers"]) for t in ran}, drawn
     shot = tmp_path / "report.png"
     subprocess.run([*common, f"--user-data-dir={tmp_path / 'b'}", "--window-size=1300,1000",
                     f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=90)
     assert _png_colours(shot.read_bytes()) > 50, "the screenshot is (nearly) blank"
+    drawn: dict[str, list[str]] = json.loads(dom.stdout.split(marker, 1)[1].split('"', 1)[0].replace("&quot;", '"'))
+    return drawn
+
+
+def test_report_renders_its_charts_in_chromium(asgi_tune: dict[str, Any], tmp_path: Path) -> None:
+    drawn = drawn_in_chromium(asgi_tune["dir"] / "tune.html", tmp_path)
+    ran = [t for t in asgi_tune["trials"] if t["steps"]]
+    expected = {f"{t['workers']} {t['kind']}" for t in ran}
+    assert set(drawn["throughput"]) == expected and set(drawn["p99"]) == expected, drawn
+    assert set(drawn["memory"]) == {str(t["workers"]) for t in ran}, drawn
 
 
 # bad input ---------------------------------------------------------------------------------------
@@ -458,7 +464,10 @@ def test_each_size_runs_in_a_cgroup_of_that_size_beside_tricorns_defaults(tmp_pa
         assert size["default"]["workers"] == 1, size  # tricorn's default for 1 CPU (0.5 rounds up)
         assert any(t["kind"] == "defaults" and t["status"] == "ok" for t in size["trials"])
         assert all(t["command"] for t in size["trials"] if t["status"] == "ok")
-    assert "<h2>0.5 CPU / 256 MiB" in report.read_text() and 'data-chart="size2-throughput"' in report.read_text()
+    drawn = drawn_in_chromium(report, tmp_path)  # a saturation chart per size, each with its trials
+    for number, size in enumerate((small, large), 1):
+        expected = {f"{t['workers']} {t['kind']}" for t in size["trials"] if t["steps"]}
+        assert set(drawn[f"size{number}-throughput"]) == expected, drawn
     seen = [json.loads(line) for line in record.read_text().splitlines()]
     inside = [line for line in seen if limits.PREFIX in line["cgroup"]]
     if limits.Cgroups().kind:  # this machine lets us make cgroups: the workers saw each size's limits
@@ -536,6 +545,15 @@ def test_cgroups_of_a_killed_tuner_are_swept(tmp_path: Path) -> None:
     assert server.wait(10) == -signal.SIGKILL and not any(d.exists() for d in directories)
 
 
+def test_sizes_from_a_file(tmp_path: Path) -> None:
+    listed = tmp_path / "sizes.toml"
+    listed.write_text('sizes = ["0.5/512m", "2/2g"]\n')
+    assert limits.parse_sizes(str(listed)) == [limits.Size(0.5, 512 << 20), limits.Size(2, 2 << 30)]
+    listed.write_text('sizes = "1/1g"\n')
+    result = tune("examples.tuning:io_asgi", "--sizes", str(listed), timeout=60)
+    assert result.returncode == 2 and f'expected sizes = ["0.5/512m", "1/1g"] in {listed}' in result.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--sizes", "1"], "expected sizes like 0.5/512m,1/1g (CPUS/MEMORY), not '1'"),
     (["--sizes", "0.5/1m"], "expected CPUs from 0.01 and memory from 64m in each size, not '0.5/1m'"),
@@ -560,3 +578,20 @@ def test_a_scenario_with_pages_tunes_with_their_assets(tmp_path: Path) -> None:
     locust = tune("page_apps:site", "--scenario", str(scenario), "--engine", "locust", "--locust-master",
                   "http://127.0.0.1:1", timeout=60)
     assert locust.returncode == 2 and "Locust does not fetch a page's assets" in locust.stderr, locust.stderr
+
+
+def test_sizes_are_emulated_where_no_cgroup_can_be_made(tmp_path: Path) -> None:
+    """No cgroup filesystem (TRICORN_CGROUP_ROOT at an empty directory): one line says so, and each
+    size's server is pinned to its cores, the memory only a budget."""
+    out, record = tmp_path / "sizes.json", tmp_path / "limits.jsonl"
+    (tmp_path / "none").mkdir()
+    env = {"TEST_RECORD_FILE": str(record), "TRICORN_CGROUP_ROOT": str(tmp_path / "none")}
+    result = tune("tune_apps:limited", "--sizes", "1/512m", "--workers", "1", "--step", "0.5s", "--budget", "30s",
+                  "--json", str(out), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "emulated: no cgroup can be made here (cgroup v2: not mounted; cgroup v1: not mounted)" in result.stdout
+    (size,) = json.loads(out.read_text())["sizes"]
+    assert size["limit"] == "emulated" and size["recommendation"]["workers"] == 1
+    seen = [json.loads(line) for line in record.read_text().splitlines()]
+    served = [line for line in seen if line["cpus"][1] == "1 CPU from sched_getaffinity"]  # pinned to one core
+    assert served and not any(limits.PREFIX in line["cgroup"] for line in seen)

@@ -4,6 +4,7 @@ and references a browser would not fetch from this server (another origin, a dat
 
 import hashlib
 
+MODIFIED = b"Wed, 02 Dec 2026 10:00:00 GMT"
 BIG = b"\x89PNG" + b"x" * (1 << 20)
 FILES = {
     "/static/site.css": (b"text/css", b'@font-face { font-family: f; src: url("fonts/f.woff2"); }\n'
@@ -44,11 +45,16 @@ async def site(scope, receive, send):
         await send({"type": "http.response.body", "body": b"not found"})
         return
     kind, body = FILES[path]
-    etag = b'"' + hashlib.sha1(body).hexdigest()[:16].encode() + b'"'
-    if headers.get(b"if-none-match") == etag:
-        await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", etag)]})
+    if path == "/favicon.ico":  # validated by date, the rest by ETag
+        validator = (b"last-modified", MODIFIED)
+        fresh = headers.get(b"if-modified-since") == MODIFIED
+    else:
+        validator = (b"etag", b'"' + hashlib.sha1(body).hexdigest()[:16].encode() + b'"')
+        fresh = headers.get(b"if-none-match") == validator[1]
+    if fresh:
+        await send({"type": "http.response.start", "status": 304, "headers": [validator]})
         await send({"type": "http.response.body", "body": b""})
         return
     await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", kind), (b"etag", etag), (b"content-length", str(len(body)).encode())]})
+        (b"content-type", kind), validator, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -51,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         "generator's share)")
     add("--memory", type=_size, metavar="SIZE", help="plan for this memory limit, e.g. 2g (default: cgroup limit, "
         "else RAM)")
-    add("--sizes", type=_sizes, metavar="CPUS/MEM,...",
-        help="tune for each container size, e.g. 0.5/512m,1/1g,2/2g: every trial's server runs in a cgroup with "
-        "that CPU quota and memory limit (emulated by pinning where this machine allows no cgroup); the budget "
-        "is shared between the sizes")
+    add("--sizes", type=_sizes, metavar="CPUS/MEM,...|FILE.toml",
+        help="tune for each container size, e.g. 0.5/512m,1/1g,2/2g (or a TOML file with sizes = [...]): every "
+        "trial's server runs in a cgroup with that CPU quota and memory limit (emulated by pinning where this "
+        "machine allows no cgroup); the budget is shared between the sizes")
     add("--workers", type=_counts, metavar="N,N,...", help="only these worker counts (default: 1 to 2 × CPUs, "
         "at least 4)")
     add("--threads", type=_counts, metavar="N,N,...", help="only these thread counts, for a WSGI app (default: 1 "

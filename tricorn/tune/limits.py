@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,11 @@ from pathlib import Path
 from ..config import size as parse_size
 from ..errors import ConfigError
 from ..host.resources import CGROUP_ROOT, V1_CPU_MOUNTS, cgroup_chain, cgroup_paths, read_text
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 MIB = 1 << 20
 PERIOD_US = 100_000  # the CPU quota's period: 100 ms, as Docker and Kubernetes set it
@@ -42,19 +48,30 @@ class Size:
 
 
 def parse_sizes(text: str) -> list[Size]:
-    """`0.5/512m,1/1g,2/2g`: CPUs / memory, separated by commas (ValueError says what is wrong)."""
-    sizes = []
-    for part in text.split(","):
-        cpus_text, _, memory_text = part.strip().partition("/")
-        try:
-            cpus = float(cpus_text)
-            memory = parse_size(memory_text)
-        except ValueError:
-            raise ValueError(f"sizes like 0.5/512m,1/1g (CPUS/MEMORY), not {part.strip()!r}") from None
-        if not 0.01 <= cpus <= 1024 or memory < 64 * MIB:
-            raise ValueError(f"CPUs from 0.01 and memory from 64m in each size, not {part.strip()!r}")
-        sizes.append(Size(cpus, memory))
-    return sizes
+    """`0.5/512m,1/1g,2/2g` (CPUs / memory, separated by commas), or a TOML file holding
+    `sizes = ["0.5/512m", "1/1g"]`; a ValueError says what is wrong."""
+    if not text.endswith(".toml"):
+        return [_size(part.strip()) for part in text.split(",")]
+    try:
+        document = tomllib.loads(Path(text).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"a readable sizes file, but {text}: {getattr(exc, 'strerror', None) or exc}") from None
+    listed = document.get("sizes")
+    if not isinstance(listed, list) or not listed or not all(isinstance(entry, str) for entry in listed):
+        raise ValueError(f'sizes = ["0.5/512m", "1/1g"] in {text}')
+    return [_size(entry.strip()) for entry in listed]
+
+
+def _size(text: str) -> Size:
+    cpus_text, _, memory_text = text.partition("/")
+    try:
+        cpus = float(cpus_text)
+        memory = parse_size(memory_text)
+    except ValueError:
+        raise ValueError(f"sizes like 0.5/512m,1/1g (CPUS/MEMORY), not {text!r}") from None
+    if not 0.01 <= cpus <= 1024 or memory < 64 * MIB:
+        raise ValueError(f"CPUs from 0.01 and memory from 64m in each size, not {text!r}")
+    return Size(cpus, memory)
 
 
 class Limit:
