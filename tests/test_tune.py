@@ -451,8 +451,8 @@ def _our_cgroups() -> list[Path]:
 
 def test_each_size_runs_in_a_cgroup_of_that_size_beside_tricorns_defaults(tmp_path: Path) -> None:
     out, record, report = tmp_path / "sizes.json", tmp_path / "limits.jsonl", tmp_path / "sizes.html"
-    result = tune("tune_apps:limited", "--sizes", "0.5/256m,1/512m", "--workers", "1,2", "--step", "0.5s",
-                  "--budget", "50s", "--json", str(out), "--report", str(report),
+    result = tune("tune_apps:limited", "--sizes", "0.5/256m,1/512m", "--workers", "1", "--step", "0.5s",
+                  "--budget", "60s", "--json", str(out), "--report", str(report),
                   env={"TEST_RECORD_FILE": str(record)})
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text())
@@ -559,6 +559,7 @@ def test_sizes_from_a_file(tmp_path: Path) -> None:
     (["--sizes", "0.5/1m"], "expected CPUs from 0.01 and memory from 64m in each size, not '0.5/1m'"),
     (["--sizes", "64/1g"], "needs 64 cores and this machine gives"),
     (["--sizes", "1/1g", "--cpus", "1"], "drop --cpus and --memory"),
+    (["--sizes", "1/1g,1/2g", "--budget", "10s"], "gives each of 2 sizes 5s, too small for a search and the defaults"),
 ])
 def test_bad_sizes_get_one_line(args: list[str], message: str) -> None:
     result = tune("examples.tuning:io_asgi", *args, timeout=60)

@@ -410,9 +410,15 @@ def tune_sizes(args: argparse.Namespace, machines: list[Machine], server: Server
     else:
         limit_why = (f"emulated: no cgroup can be made here ({cgroups.why}); each size's server is pinned to its "
                      "cores (whole CPUs) and the memory is only a budget")
-    out.print(f"tricorn tune {target} for {len(args.sizes)} sizes: {limit_why}")
     sizes, trials_by_size, code = [], [], 0
     share = args.budget / len(args.sizes)
+    probe = TrialRunner(server, workload(args, machines[0]), engine)
+    least = probe.expected_seconds(True) + (probe.expected_seconds(False) if server.template is None else 0.0)
+    if share < least:
+        print(f"Error: a budget of {args.budget:g}s gives each of {len(args.sizes)} sizes {share:.0f}s, too small for "
+              f"a search and the defaults' trial (about {least:.0f}s); raise --budget", file=sys.stderr)
+        return 2
+    out.print(f"tricorn tune {target} for {len(args.sizes)} sizes: {limit_why}")
     for box, machine in zip(args.sizes, machines, strict=True):
         work = workload(args, machine)
         make_limit = (lambda box=box: cgroups.make(box)) if cgroups.kind else None
@@ -427,10 +433,11 @@ def tune_sizes(args: argparse.Namespace, machines: list[Machine], server: Server
                             another_server=server.template is not None)
             defaults = None
             try:
-                search.run()
+                searched = search.run()
                 if server.template is None:
                     defaults = search.defaults(default_threads(box.cores) if threaded else None)
-                pick = recommend(search.trials)
+                # The defaults compete with what the search confirmed; alone they are no recommendation.
+                pick = recommend(search.trials) if searched is not None else None
             except TrialError as exc:  # the app or the workload: no size would do better
                 error, code = str(exc), 1
             except KeyboardInterrupt:
@@ -481,11 +488,13 @@ def _why_none(trials: list[Trial]) -> str:
         return "no trial ran; raise --budget"
     if all(not t.fits for t in ran):
         return "none fits in the memory limit; raise --memory or lower the app's memory use"
-    screened = [t for t in ran if t.status == "ok" and t.fits]
+    screened = [t for t in ran if t.status == "ok" and t.fits and t.kind == "screen"]
     if screened:
         best = max(screened, key=lambda t: t.throughput)
         return (f"the budget ran out before a full trial confirmed one (best screened: {describe(best)}, "
                 f"{best.throughput:,.0f} req/s); raise --budget")
+    if any(t.status == "ok" for t in ran):
+        return "the budget ran out before the search confirmed a configuration; raise --budget"
     return f"{ran[0].note}; relax --p99 or --max-errors, or fix what fails"
 
 
