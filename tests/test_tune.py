@@ -596,3 +596,15 @@ def test_sizes_are_emulated_where_no_cgroup_can_be_made(tmp_path: Path) -> None:
     seen = [json.loads(line) for line in record.read_text().splitlines()]
     served = [line for line in seen if line["cpus"][1] == "1 CPU from sched_getaffinity"]  # pinned to one core
     assert served and not any(limits.PREFIX in line["cgroup"] for line in seen)
+
+
+def test_a_cgroup_v2_without_delegated_controllers_is_said_so(tmp_path: Path) -> None:
+    """A cgroup2 hierarchy whose new cgroups get no cpu and memory controllers (as in a systemd
+    session, or this file tree standing in for one): the reason tune prints for emulating."""
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    (tmp_path / "app.slice").mkdir()
+    cgroups = limits.Cgroups(root=tmp_path, membership="0::/app.slice\n")
+    assert not cgroups.kind and not cgroups.parents
+    assert cgroups.why == (f"cgroup v2: the cpu and memory controller(s) not enabled in {tmp_path}; "
+                           "cgroup v1: not mounted"), cgroups.why
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.slice", "cgroup.controllers"]  # probes removed

@@ -401,6 +401,13 @@ def tune_sizes(args: argparse.Namespace, machines: list[Machine], server: Server
     defaults in it: the table of sizes, the JSON and the report."""
     from rich.console import Console
 
+    share = args.budget / len(args.sizes)
+    probe = TrialRunner(server, workload(args, machines[0]), engine)
+    least = probe.expected_seconds(True) + (probe.expected_seconds(False) if server.template is None else 0.0)
+    if share < least:
+        print(f"Error: a budget of {args.budget:g}s gives each of {len(args.sizes)} sizes {share:.0f}s, too small for "
+              f"a search and the defaults' trial (about {least:.0f}s); raise --budget", file=sys.stderr)
+        return 2
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     cgroups = limits.Cgroups()
     if cgroups.kind:
@@ -411,13 +418,6 @@ def tune_sizes(args: argparse.Namespace, machines: list[Machine], server: Server
         limit_why = (f"emulated: no cgroup can be made here ({cgroups.why}); each size's server is pinned to its "
                      "cores (whole CPUs) and the memory is only a budget")
     sizes, trials_by_size, code = [], [], 0
-    share = args.budget / len(args.sizes)
-    probe = TrialRunner(server, workload(args, machines[0]), engine)
-    least = probe.expected_seconds(True) + (probe.expected_seconds(False) if server.template is None else 0.0)
-    if share < least:
-        print(f"Error: a budget of {args.budget:g}s gives each of {len(args.sizes)} sizes {share:.0f}s, too small for "
-              f"a search and the defaults' trial (about {least:.0f}s); raise --budget", file=sys.stderr)
-        return 2
     out.print(f"tricorn tune {target} for {len(args.sizes)} sizes: {limit_why}")
     for box, machine in zip(args.sizes, machines, strict=True):
         work = workload(args, machine)

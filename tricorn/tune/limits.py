@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import size as parse_size
-from ..errors import ConfigError
 from ..host.resources import CGROUP_ROOT, V1_CPU_MOUNTS, cgroup_chain, cgroup_paths, read_text
+from .model import TrialError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -112,21 +112,24 @@ class Cgroups:
         self._made = 0
         paths = cgroup_paths(membership)
         unified = root if (root / "cgroup.controllers").exists() else root / "unified"
-        v2 = cgroup_chain(unified, paths.get("", "/"))[:1]
+        # v2: under this process's cgroup or, where its controllers are not delegated there, the
+        # nearest ancestor that has them (systemd enables them at the root, not in a session).
+        v2 = [[parent] for parent in cgroup_chain(unified, paths.get("", "/"))]
         cpu_mount = next((root / m for m in V1_CPU_MOUNTS if (root / m).is_dir()), root / "cpu")
-        v1 = [cgroup_chain(mount, paths.get(controller, "/"))[:1]
-              for mount, controller in ((cpu_mount, "cpu"), (root / "memory", "memory"))]
+        v1 = [found[0] for mount, controller in ((cpu_mount, "cpu"), (root / "memory", "memory"))
+              if (found := cgroup_chain(mount, paths.get(controller, "/")))]
         problems = []
-        for kind, parents in (("cgroup v2", v2), ("cgroup v1", [p for found in v1 for p in found])):
-            if not parents or (kind == "cgroup v1" and len(parents) < 2):
+        for kind, candidates in (("cgroup v2", v2), ("cgroup v1", [v1] if len(v1) == 2 else [])):
+            if not candidates:
                 problems.append(f"{kind}: not mounted")
                 continue
-            problem = _probe(kind, parents)
-            if problem:
-                problems.append(f"{kind}: {problem}")
-                continue
-            self.kind, self.parents = kind, parents
-            return
+            problem = ""
+            for parents in candidates:
+                problem = _probe(kind, parents)
+                if not problem:
+                    self.kind, self.parents = kind, parents
+                    return
+            problems.append(f"{kind}: {problem}")
         self.why = "; ".join(problems)
 
     def make(self, size: Size) -> Limit:
@@ -151,7 +154,7 @@ class Cgroups:
                 _write_if_there(memory / "memory.memsw.limit_in_bytes", str(size.memory))  # no swap past it
         except OSError as exc:
             limit.remove()
-            raise ConfigError(f"cannot set up a cgroup for {size.label}: {exc}") from None
+            raise TrialError(f"cannot set up a cgroup for {size.label}: {exc}") from None
         return limit
 
     def sweep(self) -> list[str]:
