@@ -201,7 +201,10 @@ def test_refused_connections_are_counted_not_fatal(tmp_path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again: nothing listens there
-    result = bench_json(tmp_path, f"http://127.0.0.1:{port}/", "-c", "2", "-d", "1s")
+    out = tmp_path / "refused.json"
+    run = bench(f"http://127.0.0.1:{port}/", "-c", "2", "-d", "1s", "-q", "--json", str(out))
+    assert run.returncode == 0 and not run.stderr, run.stderr  # no retry left pending for the loop's close
+    result = json.loads(out.read_text())
     assert result["answered"] == 0 and set(result["errors"]) == {"refused"}
     assert result["requests"] == result["errors"]["refused"] > 0
 

@@ -290,6 +290,7 @@ class Engine:
         self.open_interval = 0.0
         self.open_issued = 0
         self.connecting = 0  # connections being opened
+        self.connect_tasks: set[asyncio.Task[None]] = set()  # ended with the run, not left to the loop's close
         self.elapsed = 0.0
 
     # results -----------------------------------------------------------------------------
@@ -376,7 +377,9 @@ class Engine:
             connection.send(request, started or time.perf_counter_ns(), counted)
             return
         self.connecting += 1
-        self.loop.create_task(self._connect_and_send(slot, request, started, counted))
+        task = self.loop.create_task(self._connect_and_send(slot, request, started, counted))
+        self.connect_tasks.add(task)
+        task.add_done_callback(self.connect_tasks.discard)
 
     async def _connect_and_send(self, slot: Slot, request: Request, started: int, counted: bool) -> None:
         begun = started or time.perf_counter_ns()
@@ -478,6 +481,9 @@ class Engine:
                 # Answers still owed: bounded by the request timeout, which the sweep enforces.
                 await asyncio.wait({self.finished}, timeout=load.timeout + 1)
             sweeper.cancel()
+            for task in self.connect_tasks:
+                task.cancel()
+            await asyncio.gather(*self.connect_tasks, return_exceptions=True)
             for connection in list(self.connections):
                 connection.close()
             for slot in self.slots:
