@@ -296,8 +296,7 @@ def test_live_line_and_summary(serve) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("ftp://x/",), "is not an http:// URL"),
-    (("https://127.0.0.1/",), "https is not supported"),
+    (("ftp://x/",), "is not an http:// or https:// URL"),
     (("http://127.0.0.1:1/", "-d", "soon"), "argument -d/--duration: expected a duration"),
     (("http://127.0.0.1:1/", "--rate", "10", "--users", "2"), "different models"),
     (("http://127.0.0.1:1/", "-c", "0"), "-c must be at least 1"),
@@ -397,4 +396,59 @@ def test_bad_page_keys_are_one_line(tmp_path, task: str, message: str) -> None:
     scenario = tmp_path / "bad.toml"
     scenario.write_text(f'url = "http://127.0.0.1:1"\n[[task]]\n{task}\n')
     result = bench("--scenario", str(scenario), "-n", "1")
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+# https:// ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA and a certificate for 127.0.0.1 from it, made for these tests (trustme)."""
+    import trustme
+
+    root = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    files = {name: root / f"{name}.pem" for name in ("ca", "cert", "key", "junk")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    files["junk"].write_text("not a certificate\n")
+    return files
+
+
+def serve_tls(serve, tls_files: dict[str, Path], app: str, *args: str) -> str:
+    """The https:// URL of a tricorn serving `app` with the certificate."""
+    server = serve(app, "--certfile", str(tls_files["cert"]), "--keyfile", str(tls_files["key"]), *args)
+    return server.url.replace("http://", "https://")
+
+
+def test_https_counts_are_exact_and_an_untrusted_server_is_an_error_by_kind(serve, tls_files, tmp_path) -> None:
+    url = serve_tls(serve, tls_files, "asgi_apps:app", "--no-access-log")
+    trusted = bench_json(tmp_path, url + "/", "--cacert", str(tls_files["ca"]), "-c", "8", "-n", "2000")
+    assert trusted["url"].startswith("https://") and trusted["answered"] == 2000 == trusted["requests"]
+    assert trusted["error_count"] == 0 and trusted["status"] == {"200": 2000}
+    untrusted = bench_json(tmp_path, url + "/", "-c", "2", "-n", "10")  # the system's CAs do not know ours
+    assert untrusted["answered"] == 0 and untrusted["errors"] == {"tls-verify": 10}, untrusted
+    insecure = bench_json(tmp_path, url + "/", "-k", "-c", "2", "-n", "10")
+    assert insecure["answered"] == 10
+
+
+def test_https_pages_fetch_their_assets_over_tls(serve, tls_files, tmp_path) -> None:
+    url = serve_tls(serve, tls_files, "page_apps:site", "--no-access-log")
+    result = bench_json(tmp_path, "--scenario", str(page_scenario(tmp_path, url, cache=True)),
+                        "--cacert", str(tls_files["ca"]), "-c", "2", "-n", "10")
+    assert result["pages"]["visits"] == 10 and result["assets"]["answered"] == 70, result
+    assert result["assets"]["error_count"] == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("https://127.0.0.1:1/", "--cacert", "{junk}"), "cannot load --cacert"),
+    (("https://127.0.0.1:1/", "--cacert", "{missing}"), "cannot load --cacert"),
+    (("http://127.0.0.1:1/", "-k"), "--cacert and --insecure are for https:// URLs"),
+    (("ws://127.0.0.1:1/",), "is not an http:// or https:// URL"),
+])
+def test_bad_tls_options_are_one_line(tls_files, tmp_path, args: tuple[str, ...], message: str) -> None:
+    given = [a.format(junk=tls_files["junk"], missing=tmp_path / "nope.pem") for a in args]
+    result = bench(*given, "-n", "1")
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr

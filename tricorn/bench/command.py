@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=_duration, default=10.0, help="a request unanswered this long is an error")
     parser.add_argument("--no-keepalive", dest="keepalive", action="store_false",
                         help="a new connection per request")
+    parser.add_argument("--cacert", metavar="FILE", help="https://: trust the CA certificates in this PEM file "
+                        "(default: the system's)")
+    parser.add_argument("-k", "--insecure", action="store_true", help="https://: do not check the server's certificate")
     parser.add_argument("--procs", type=int, default=1, help="processes generating load (one core each)")
     parser.add_argument("--json", metavar="FILE", help="write every result, with the per-second series, as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no live line")
@@ -109,7 +113,24 @@ def plan(args: argparse.Namespace) -> Plan:
     )
     if not load.requests and load.duration <= 0:
         raise ConfigError("-d must be above 0")
-    return Plan(target, scenario, load, procs)
+    return Plan(target, scenario, load, procs, tls=tls_context(target, args.cacert, args.insecure))
+
+
+def tls_context(target: scenarios.Target, cacert: str | None, insecure: bool) -> ssl.SSLContext | None:
+    """Whom an https:// target must prove it is: the system's CAs, --cacert's, or (-k) anyone."""
+    if not target.secure:
+        if cacert or insecure:
+            raise ConfigError("--cacert and --insecure are for https:// URLs")
+        return None
+    try:
+        context = ssl.create_default_context(cafile=cacert)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load --cacert {cacert}: {getattr(exc, 'strerror', None) or exc}") from None
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def render(summary: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ import collections
 import os
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 import httptools
 
 from .histogram import Histogram
+from .kinds import connect_error
 from .pages import Browser, Visit, html_assets
 from .scenario import Request, Scenario, Target, Task
 
@@ -235,7 +237,7 @@ class PageConnection(Connection):
     def page_url(self) -> str:
         """The URL the page was asked for, which its relative references resolve against."""
         path = self.sent.split(b" ", 2)[1].decode("latin-1") if self.sent.count(b" ") >= 2 else "/"
-        return f"http://{self.engine.target.authority}{path}"
+        return f"{self.engine.target.origin}{path}"
 
 
 class Slot:
@@ -254,13 +256,14 @@ class Engine:
     def __init__(
         self, target: Target, scenario: Scenario, load: Load,
         on_second: Callable[[int, Window, float, float], None] | None = None,
-        watch: Watch | None = None,
+        watch: Watch | None = None, tls: ssl.SSLContext | None = None,
     ) -> None:
         """`on_second(second, window, cpu, behind_ms)` is called once per measured second; `watch()`
         as the measurement starts and as it ends (`watched`: how fast what it returns grew)."""
         self.target = target
         self.scenario = scenario
         self.load = load
+        self.tls = tls if tls is not None or not target.secure else ssl.create_default_context()
         self.on_second = on_second
         self.watch = watch
         self.watched: list[float] = []  # per second measured
@@ -350,8 +353,8 @@ class Engine:
             self._next(slot)
 
         self.in_flight += 1
-        Visit(slot.browser, self.address, self.target.authority, paths, url, page.request.cache, asset,
-              asset_failed, done, self.load.timeout).start()
+        Visit(slot.browser, self.address, self.tls_options(), self.target.authority, paths, url, page.request.cache,
+              asset, asset_failed, done, self.load.timeout).start()
 
     def failed(self, connection: Connection, kind: str) -> None:
         self.in_flight -= 1
@@ -386,11 +389,11 @@ class Engine:
         try:
             kind_of = PageConnection if self.pages else Connection
             _, connection = await asyncio.wait_for(self.loop.create_connection(
-                lambda: kind_of(self, slot), self.address[0], self.address[1]), self.load.timeout)
+                lambda: kind_of(self, slot), self.address[0], self.address[1], **self.tls_options()),
+                self.load.timeout)
         except (asyncio.TimeoutError, OSError) as exc:
             self.connecting -= 1
-            kind = {ConnectionRefusedError: "refused", ConnectionResetError: "reset",
-                    asyncio.TimeoutError: "timeout"}.get(type(exc), "connect")
+            kind = connect_error(exc)
             self.in_flight -= 1
             if counted:
                 self.second.errors[kind] = self.second.errors.get(kind, 0) + 1
@@ -493,6 +496,10 @@ class Engine:
                     slot.browser.close()
             self.total.merge(self.second)  # the answers that arrived after the last tick
         return self.total
+
+    def tls_options(self) -> dict[str, Any]:
+        """create_connection's arguments for TLS: none for http://."""
+        return {"ssl": self.tls, "server_hostname": self.target.host} if self.tls is not None else {}
 
     async def _resolve(self) -> None:
         try:

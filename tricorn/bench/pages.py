@@ -15,9 +15,12 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httptools
+
+from .kinds import connect_error
 
 MAX_CONNECTIONS = 6  # per host, as browsers open
 _LINK_RELS = {"stylesheet", "icon", "shortcut", "apple-touch-icon", "preload", "modulepreload", "manifest"}
@@ -104,12 +107,14 @@ class Visit:
     """The assets of one page, fetched on up to MAX_CONNECTIONS of the user's connections; `done`
     is called once, after the last one."""
 
-    def __init__(self, browser: Browser, address: tuple[str, int], authority: str, paths: list[str], page_url: str,
-                 cache: bool, counted: Callable[[int, int], None], failed: Callable[[str], None],
-                 done: Callable[[], None], timeout: float) -> None:
-        """`counted(status, bytes)` and `failed(kind)` count each asset as it ends."""
+    def __init__(self, browser: Browser, address: tuple[str, int], tls: dict[str, Any], authority: str,
+                 paths: list[str], page_url: str, cache: bool, counted: Callable[[int, int], None],
+                 failed: Callable[[str], None], done: Callable[[], None], timeout: float) -> None:
+        """`tls`: create_connection's TLS arguments (none for http://); `counted(status, bytes)`
+        and `failed(kind)` count each asset as it ends."""
         self.browser = browser
         self.address = address
+        self.tls = tls
         self.authority = authority
         self.queue = list(reversed(paths))
         self.seen = set(paths)
@@ -220,13 +225,12 @@ class AssetConnection:
         visit = self.visit
         try:
             _, wire = await asyncio.wait_for(
-                loop.create_connection(lambda: _Wire(self), *visit.address[:2]), visit.timeout)
+                loop.create_connection(lambda: _Wire(self), *visit.address[:2], **visit.tls), visit.timeout)
         except (asyncio.TimeoutError, OSError) as exc:
             self.connecting = False
             if self.busy:
                 self.busy = False
-                self.visit.failed(self, {ConnectionRefusedError: "refused", asyncio.TimeoutError: "timeout"}.get(
-                    type(exc), "connect"))
+                self.visit.failed(self, connect_error(exc))
             return
         self.connecting = False
         self.wire, self.parser = wire, httptools.HttpResponseParser(self)

@@ -10,6 +10,7 @@ import json
 import os
 import selectors
 import signal
+import ssl
 import statistics
 import sys
 from collections.abc import Callable
@@ -36,6 +37,7 @@ class Plan:
     # Sampled by the first process as it starts and stops measuring (tune: the server's CPU time):
     # its rate over exactly the measured seconds, not the processes' start and the answers' drain.
     watch: Watch | None = None
+    tls: ssl.SSLContext | None = None  # an https:// target's: whom to trust
 
     def share(self, index: int) -> Load:
         """Process `index`'s part of the load."""
@@ -113,7 +115,8 @@ class Collector:
 def run_engine(plan: Plan, index: int, on_second: Callable[[int, Window, float, float], None]) -> dict[str, Any]:
     loop = new_event_loop("auto")
     asyncio.set_event_loop(loop)
-    engine = Engine(plan.target, plan.scenario, plan.share(index), on_second, plan.watch if index == 0 else None)
+    engine = Engine(plan.target, plan.scenario, plan.share(index), on_second, plan.watch if index == 0 else None,
+                    plan.tls)
     # A collector pause would be charged to the server as latency (the open loop counts from due
     # times), and the engine makes no reference cycles worth collecting during a run.
     gc.collect()
@@ -239,7 +242,7 @@ def summarize(plan: Plan, collector: Collector) -> dict[str, Any]:
                        "p50_ms": s.histogram.percentile(50) / 1000, "p99_ms": s.histogram.percentile(99) / 1000,
                        "cpu": round(max(s.cpu), 3) if s.cpu else 0.0, "behind_ms": s.behind_ms})
     return {
-        "url": f"http://{plan.target.authority}{plan.target.path}",
+        "url": f"{plan.target.origin}{plan.target.path}",
         "load": {**asdict(load), "procs": plan.procs},
         "requests": total.issued,
         "answered": total.answered,

@@ -56,28 +56,32 @@ _STEP_KEYS = {"name", "method", "path", "headers", "body", "assets", "cache"}
 
 @dataclass(frozen=True)
 class Target:
-    """Where to send: host, port, and the Host header, from an http:// URL."""
+    """Where to send: host, port, the Host header, and whether over TLS, from an http(s):// URL."""
 
     host: str
     port: int
     authority: str
     path: str
+    secure: bool = False  # https://
 
     @classmethod
     def parse(cls, url: str) -> Target:
         parts = urlsplit(url)
-        if parts.scheme == "https":
-            raise ConfigError(f"{url}: https is not supported by tricorn bench yet; use http://")
-        if parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"{url!r} is not an http:// URL; give one like http://127.0.0.1:8000/")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{url!r} is not an http:// or https:// URL; give one like http://127.0.0.1:8000/")
+        secure = parts.scheme == "https"
         try:
-            port = parts.port or 80
+            port = parts.port or (443 if secure else 80)
         except ValueError:
             raise ConfigError(f"{url!r}: the port must be a number from 0 to 65535") from None
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        return cls(parts.hostname, port, parts.netloc.rpartition("@")[2], path)
+        return cls(parts.hostname, port, parts.netloc.rpartition("@")[2], path, secure)
+
+    @property
+    def origin(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.authority}"
 
 
 def _render(text: str, rng: random.Random, counter: itertools.count[int]) -> str:
