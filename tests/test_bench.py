@@ -296,7 +296,7 @@ def test_live_line_and_summary(serve) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("ftp://x/",), "is not an http:// or https:// URL"),
+    (("ftp://x/",), "is not an http(s):// or ws(s):// URL"),
     (("http://127.0.0.1:1/", "-d", "soon"), "argument -d/--duration: expected a duration"),
     (("http://127.0.0.1:1/", "--rate", "10", "--users", "2"), "different models"),
     (("http://127.0.0.1:1/", "-c", "0"), "-c must be at least 1"),
@@ -445,10 +445,49 @@ def test_https_pages_fetch_their_assets_over_tls(serve, tls_files, tmp_path) -> 
 @pytest.mark.parametrize(("args", "message"), [
     (("https://127.0.0.1:1/", "--cacert", "{junk}"), "cannot load --cacert"),
     (("https://127.0.0.1:1/", "--cacert", "{missing}"), "cannot load --cacert"),
-    (("http://127.0.0.1:1/", "-k"), "--cacert and --insecure are for https:// URLs"),
-    (("ws://127.0.0.1:1/",), "is not an http:// or https:// URL"),
+    (("http://127.0.0.1:1/", "-k"), "--cacert and --insecure are for https:// and wss:// URLs"),
 ])
 def test_bad_tls_options_are_one_line(tls_files, tmp_path, args: tuple[str, ...], message: str) -> None:
     given = [a.format(junk=tls_files["junk"], missing=tmp_path / "nope.pem") for a in args]
     result = bench(*given, "-n", "1")
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+# ws:// and wss:// ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [32, 16384])
+def test_websocket_round_trips_are_exact_against_tricorn(serve, tmp_path, size: int) -> None:
+    server = serve("ws_apps:echo", "--no-access-log")
+    url = server.url.replace("http://", "ws://") + "/"
+    result = bench_json(tmp_path, url, "-c", "8", "-n", "2000", "--message-size", str(size))
+    assert result["answered"] == 2000 == result["requests"] and result["error_count"] == 0, result
+    assert result["websocket"]["round_trips"] == 2000 and result["websocket"]["close_codes"] == {}
+    assert result["bytes"] >= 2000 * size  # every echo came back whole
+
+
+def test_wss_with_a_trusted_ca(serve, tls_files, tmp_path) -> None:
+    url = serve_tls(serve, tls_files, "ws_apps:echo", "--no-access-log").replace("https://", "wss://") + "/"
+    result = bench_json(tmp_path, url, "--cacert", str(tls_files["ca"]), "-c", "4", "-n", "400")
+    assert result["answered"] == 400 and result["url"].startswith("wss://"), result
+    untrusted = bench_json(tmp_path, url, "-c", "2", "-n", "4")
+    assert untrusted["errors"] == {"tls-verify": 4}, untrusted
+
+
+def test_a_server_closing_with_1011_is_counted_by_code(serve, tmp_path) -> None:
+    server = serve("ws_apps:crash", "--no-access-log")  # accepts, then fails on the first message: 1011
+    result = bench_json(tmp_path, server.url.replace("http://", "ws://") + "/", "-c", "2", "-n", "10")
+    assert result["answered"] == 0 and result["errors"] == {"closed": 10}, result
+    assert result["websocket"]["close_codes"] == {"1011": 10}
+
+
+def test_an_open_loop_of_messages_sees_a_stall(serve, tmp_path) -> None:
+    server = serve("ws_apps:stall", "--no-access-log")  # holds its loop 0.5 s at the 200th message
+    url = server.url.replace("http://", "ws://") + "/"
+    result = bench_json(tmp_path, url, "--rate", "400", "-d", "2s")
+    latency = result["latency_ms"]
+    assert result["error_count"] == 0 and latency["max"] >= 400 and latency["p99"] >= 100, latency
+
+
+def test_bad_websocket_options_are_one_line(tmp_path) -> None:
+    result = bench("ws://127.0.0.1:1/", "-m", "POST", "-n", "1")
+    assert result.returncode == 2 and "a ws:// load sends --message-size bytes" in result.stderr

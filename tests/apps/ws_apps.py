@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import time
 
 RECORD = os.environ.get("TEST_RECORD_FILE")
 
@@ -127,3 +128,23 @@ async def page(scope, receive, send):
         await send({"type": "http.response.body", "body": PAGE})
     elif scope["type"] == "websocket":
         await echo(scope, receive, send)
+
+
+_echoed = 0
+
+
+async def stall(scope, receive, send):
+    """Echoes; its 200th message over all connections holds the whole loop for half a second."""
+    global _echoed
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        _echoed += 1
+        if _echoed == 200:
+            time.sleep(0.5)
+        await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})

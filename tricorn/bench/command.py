@@ -15,6 +15,7 @@ from ..config import duration
 from ..errors import ConfigError, UserError
 from ..host.resources import raise_open_files_limit
 from . import scenario as scenarios
+from . import websocket
 from .engine import Load, ResolveError
 from .runner import Collector, Plan, run, summarize
 
@@ -45,9 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=_duration, default=10.0, help="a request unanswered this long is an error")
     parser.add_argument("--no-keepalive", dest="keepalive", action="store_false",
                         help="a new connection per request")
-    parser.add_argument("--cacert", metavar="FILE", help="https://: trust the CA certificates in this PEM file "
-                        "(default: the system's)")
-    parser.add_argument("-k", "--insecure", action="store_true", help="https://: do not check the server's certificate")
+    parser.add_argument("--message-size", type=int, default=32, metavar="BYTES",
+                        help="ws:// and wss://: each message's size; the server is to echo it (default 32)")
+    parser.add_argument("--cacert", metavar="FILE", help="https:// and wss://: trust the CA certificates in this "
+                        "PEM file (default: the system's)")
+    parser.add_argument("-k", "--insecure", action="store_true",
+                        help="https:// and wss://: do not check the server's certificate")
     parser.add_argument("--procs", type=int, default=1, help="processes generating load (one core each)")
     parser.add_argument("--json", metavar="FILE", help="write every result, with the per-second series, as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no live line")
@@ -83,11 +87,20 @@ def plan(args: argparse.Namespace) -> Plan:
             raise ConfigError(f"cannot read --body-file {args.body_file}: {exc.strerror}") from None
     else:
         body = args.body.encode()
+    if args.message_size < 0:
+        raise ConfigError("--message-size cannot be negative")
     if args.scenario:
         target, scenario = scenarios.load(args.scenario, args.url, headers, args.keepalive)
+        if target.websocket:
+            raise ConfigError("--scenario is for http(s):// URLs; a ws:// load takes --message-size")
     elif args.url:
         target = scenarios.Target.parse(args.url)
         scenario = scenarios.single(target, args.method, headers, body, args.keepalive)
+        if target.websocket:
+            if headers or body or args.method != "GET" or not args.keepalive:
+                raise ConfigError("-H, -m, --body and --no-keepalive are for http(s):// URLs; a ws:// load "
+                                  "sends --message-size bytes and waits for the echo")
+            scenario = websocket.scenario(args.message_size)
     else:
         raise ConfigError("give a URL to load, like tricorn bench http://127.0.0.1:8000/, or --scenario FILE")
     if args.rate and args.users:
@@ -117,10 +130,10 @@ def plan(args: argparse.Namespace) -> Plan:
 
 
 def tls_context(target: scenarios.Target, cacert: str | None, insecure: bool) -> ssl.SSLContext | None:
-    """Whom an https:// target must prove it is: the system's CAs, --cacert's, or (-k) anyone."""
+    """Whom an https:// or wss:// target must prove it is: the system's CAs, --cacert's, or (-k) anyone."""
     if not target.secure:
         if cacert or insecure:
-            raise ConfigError("--cacert and --insecure are for https:// URLs")
+            raise ConfigError("--cacert and --insecure are for https:// and wss:// URLs")
         return None
     try:
         context = ssl.create_default_context(cafile=cacert)
@@ -154,6 +167,11 @@ def render(summary: dict[str, Any]) -> str:
     ]
     if len(summary["by_request"]) > 1:
         lines.append("  by request  " + ", ".join(f"{k} {v:,}" for k, v in summary["by_request"].items()))
+    if "websocket" in summary:
+        ws = summary["websocket"]
+        codes = ", ".join(f"{k}: {v:,}" for k, v in ws["close_codes"].items()) or "none"
+        lines.append(f"  websocket   {summary['throughput_rps']:,.1f} round trips/s, {ws['messages_per_s']:,.1f} "
+                     f"messages/s (each round trip under 101 above); server closes: {codes}")
     if "pages" in summary:
         pages, assets = summary["pages"], summary["assets"]
         page_latency = pages["latency_ms"]

@@ -60,8 +60,8 @@ class Load:
 class Window:
     """Counts for one stretch of time: the whole run, or one second of it."""
 
-    __slots__ = ("answered", "asset_bytes", "asset_errors", "asset_status", "assets", "bytes", "errors", "histogram",
-                 "issued", "names", "page_histogram", "pages", "status")
+    __slots__ = ("answered", "asset_bytes", "asset_errors", "asset_status", "assets", "bytes", "close_codes", "errors",
+                 "histogram", "issued", "names", "page_histogram", "pages", "status")
 
     def __init__(self) -> None:
         self.histogram = Histogram()
@@ -77,6 +77,7 @@ class Window:
         self.asset_bytes = 0
         self.asset_status: dict[int, int] = {}
         self.asset_errors: dict[str, int] = {}
+        self.close_codes: dict[int, int] = {}  # WebSocket: the codes servers closed with
 
     def merge(self, other: Window) -> None:
         self.issued += other.issued
@@ -87,6 +88,7 @@ class Window:
         self.asset_bytes += other.asset_bytes
         _add(self.status, other.status)
         _add(self.asset_status, other.asset_status)
+        _add(self.close_codes, other.close_codes)
         for mine, theirs in ((self.errors, other.errors), (self.names, other.names),
                              (self.asset_errors, other.asset_errors)):
             _add(mine, theirs)
@@ -99,7 +101,8 @@ class Window:
                 "histogram": self.histogram.to_dict(), "pages": self.pages,
                 "page_histogram": self.page_histogram.to_dict(), "assets": self.assets,
                 "asset_bytes": self.asset_bytes, "asset_status": {str(k): v for k, v in self.asset_status.items()},
-                "asset_errors": dict(self.asset_errors)}
+                "asset_errors": dict(self.asset_errors),
+                "close_codes": {str(k): v for k, v in sorted(self.close_codes.items())}}
 
 
 K = TypeVar("K")
@@ -256,7 +259,7 @@ class Engine:
     def __init__(
         self, target: Target, scenario: Scenario, load: Load,
         on_second: Callable[[int, Window, float, float], None] | None = None,
-        watch: Watch | None = None, tls: ssl.SSLContext | None = None,
+        watch: Watch | None = None, tls: ssl.SSLContext | None = None, protocol: type[Connection] | None = None,
     ) -> None:
         """`on_second(second, window, cpu, behind_ms)` is called once per measured second; `watch()`
         as the measurement starts and as it ends (`watched`: how fast what it returns grew)."""
@@ -270,6 +273,7 @@ class Engine:
         self.total = Window()
         self.second = Window()
         self.pages = scenario.has_pages
+        self.protocol = protocol or (PageConnection if self.pages else Connection)  # one per connection
         # The closed loop by duration on keep-alive connections takes a shortcut in answered().
         self.closed_fast = load.mode == "closed" and load.keepalive and not load.requests and not self.pages
         self.measuring = False
@@ -356,6 +360,11 @@ class Engine:
         Visit(slot.browser, self.address, self.tls_options(), self.target.authority, paths, url, page.request.cache,
               asset, asset_failed, done, self.load.timeout).start()
 
+    def closed_with(self, code: int) -> None:
+        """A WebSocket server closed a connection with `code`."""
+        if self.measuring:
+            self.second.close_codes[code] = self.second.close_codes.get(code, 0) + 1
+
     def failed(self, connection: Connection, kind: str) -> None:
         self.in_flight -= 1
         if connection.counted:
@@ -387,9 +396,8 @@ class Engine:
     async def _connect_and_send(self, slot: Slot, request: Request, started: int, counted: bool) -> None:
         begun = started or time.perf_counter_ns()
         try:
-            kind_of = PageConnection if self.pages else Connection
             _, connection = await asyncio.wait_for(self.loop.create_connection(
-                lambda: kind_of(self, slot), self.address[0], self.address[1], **self.tls_options()),
+                lambda: self.protocol(self, slot), self.address[0], self.address[1], **self.tls_options()),
                 self.load.timeout)
         except (asyncio.TimeoutError, OSError) as exc:
             self.connecting -= 1

@@ -22,6 +22,7 @@ from ..host.eventloop import new_event_loop
 from . import scenario as scenarios
 from .engine import LATE_MS, Engine, Load, Watch, Window
 from .histogram import Histogram
+from .websocket import WebSocketConnection
 
 PERCENTILES = (50, 90, 99, 99.9)
 CPU_BOTTLENECK = 0.9  # of one core, per process
@@ -116,7 +117,7 @@ def run_engine(plan: Plan, index: int, on_second: Callable[[int, Window, float, 
     loop = new_event_loop("auto")
     asyncio.set_event_loop(loop)
     engine = Engine(plan.target, plan.scenario, plan.share(index), on_second, plan.watch if index == 0 else None,
-                    plan.tls)
+                    plan.tls, WebSocketConnection if plan.target.websocket else None)
     # A collector pause would be charged to the server as latency (the open loop counts from due
     # times), and the engine makes no reference cycles worth collecting during a run.
     gc.collect()
@@ -142,6 +143,7 @@ def _window_from(data: dict[str, Any]) -> Window:
     window.page_histogram = Histogram.from_dict(data["page_histogram"])
     window.asset_status = {int(k): v for k, v in data["asset_status"].items()}
     window.asset_errors = dict(data["asset_errors"])
+    window.close_codes = {int(k): v for k, v in data["close_codes"].items()}
     return window
 
 
@@ -265,6 +267,9 @@ def summarize(plan: Plan, collector: Collector) -> dict[str, Any]:
         "series": series,
         "histogram_us": total.histogram.to_dict(),
         **(_pages(total, elapsed) if plan.scenario.has_pages else {}),
+        **({"websocket": {"round_trips": total.answered, "messages_per_s": 2 * total.answered / elapsed if elapsed
+                          else 0.0, "close_codes": {str(k): v for k, v in sorted(total.close_codes.items())}}}
+           if plan.target.websocket else {}),
     }
 
 

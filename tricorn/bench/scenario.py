@@ -62,14 +62,15 @@ class Target:
     port: int
     authority: str
     path: str
-    secure: bool = False  # https://
+    secure: bool = False  # https://, wss://
+    websocket: bool = False  # ws://, wss://: messages echoed, not requests (websocket.py)
 
     @classmethod
     def parse(cls, url: str) -> Target:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"{url!r} is not an http:// or https:// URL; give one like http://127.0.0.1:8000/")
-        secure = parts.scheme == "https"
+        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+            raise ConfigError(f"{url!r} is not an http(s):// or ws(s):// URL; give one like http://127.0.0.1:8000/")
+        secure = parts.scheme in ("https", "wss")
         try:
             port = parts.port or (443 if secure else 80)
         except ValueError:
@@ -77,11 +78,12 @@ class Target:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        return cls(parts.hostname, port, parts.netloc.rpartition("@")[2], path, secure)
+        return cls(parts.hostname, port, parts.netloc.rpartition("@")[2], path, secure, parts.scheme.startswith("ws"))
 
     @property
     def origin(self) -> str:
-        return f"{'https' if self.secure else 'http'}://{self.authority}"
+        scheme = ("wss" if self.secure else "ws") if self.websocket else ("https" if self.secure else "http")
+        return f"{scheme}://{self.authority}"
 
 
 def _render(text: str, rng: random.Random, counter: itertools.count[int]) -> str:
