@@ -5,6 +5,7 @@ echo of it: a round trip. The frames are encoded ahead of time, each with its ow
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -59,8 +60,8 @@ class WebSocketConnection(Connection):
         self.upgraded = False
         self.waiting = b""  # the first message, sent once the upgrade is answered
 
-    def connection_made(self, transport: object) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
         assert self.transport is not None
         self.transport.write(self.handshake)
 
