@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from time import monotonic
 from typing import Any
@@ -95,7 +94,7 @@ class HttpConnection(asyncio.Protocol):
         self.sockname: tuple[str, int] | None = None
         self.scheme = "http"
         self.body_done = False
-        self.started_at = 0.0  # time.monotonic() when the request head was complete
+        self.started_at = 0.0  # monotonic() when the request head was complete
         self.queue_wait = -1.0  # seconds from then until the app began on it (the adapter sets it)
         self.continue_sent = False
         self.write_paused = False
@@ -462,7 +461,7 @@ class HttpConnection(asyncio.Protocol):
         if server.access_log is not None:
             timed_out = Response(request, server.server_header, server.date_header)
             timed_out.status = 408
-            server.access_log.log(request, timed_out, time.monotonic() - self.started_at)
+            server.access_log.log(request, timed_out, monotonic() - self.started_at)
         self.request = None  # logged: the app's own ending adds no second line
         self._refuse(ProtocolError(408, "Request timeout: the request body stopped arriving (--timeout-body)"))
 

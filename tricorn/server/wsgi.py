@@ -22,7 +22,6 @@ import queue
 import select
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from time import monotonic
@@ -93,7 +92,7 @@ class ThreadPool:
         jobs = self.jobs
         thread = threading.current_thread()
         while (job := get()) is not None:
-            jobs[thread] = [job, time.monotonic()]
+            jobs[thread] = [job, monotonic()]
             try:
                 job.run()
             finally:
@@ -136,7 +135,7 @@ class ThreadPool:
             with self._lock:
                 self.waiting -= 1
             if record is not None and threading.current_thread() not in self.abandoned:
-                record[1] = time.monotonic()
+                record[1] = monotonic()
 
     def abandon(self, job: Job) -> None:
         """Give up on a job still running (--request-timeout; the loop thread): its thread stands
@@ -153,7 +152,7 @@ class ThreadPool:
 
     def overdue(self, timeout: float) -> list[tuple[Job, float, str]]:
         """The jobs running app code for `timeout` or longer: each with how long, and its thread's stack."""
-        now = time.monotonic()
+        now = monotonic()
         found = []
         for thread, (job, since) in list(self.jobs.items()):
             if since and now - since >= timeout:
@@ -168,14 +167,14 @@ class ThreadPool:
         running: list[float] = sorted(since for _, since in list(self.jobs.values()) if since)
         if len(running) < self.size:
             return 0.0
-        return time.monotonic() - running[-self.size]
+        return monotonic() - running[-self.size]
 
     def shutdown(self, timeout: float) -> None:
         for _ in range(self._live):
             self._queue.put(None)
-        deadline = time.monotonic() + timeout
+        deadline = monotonic() + timeout
         for thread in list(self._threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(max(0.0, deadline - monotonic()))
 
 
 class FileWrapper:
