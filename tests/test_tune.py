@@ -536,7 +536,7 @@ def test_cgroups_of_a_killed_tuner_are_swept(tmp_path: Path) -> None:
         for directory in directories:
             directory.mkdir()
         server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                                  preexec_fn=limits.Limit(cgroups.kind, directories).enter)
+                                  preexec_fn=limits.Limit(directories).enter)
     finally:
         tuner.kill()
         tuner.wait()

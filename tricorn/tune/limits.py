@@ -77,8 +77,7 @@ def _size(text: str) -> Size:
 class Limit:
     """One trial's cgroup: its directories (one in v2; cpu and memory in v1)."""
 
-    def __init__(self, kind: str, directories: list[Path]) -> None:
-        self.kind = kind
+    def __init__(self, directories: list[Path]) -> None:
         self.directories = directories
 
     def enter(self) -> None:
@@ -137,7 +136,7 @@ class Cgroups:
         self._made += 1
         name = f"{PREFIX}{os.getpid()}-{self._made}"
         directories = [parent / name for parent in self.parents]
-        limit = Limit(self.kind, directories)
+        limit = Limit(directories)
         try:
             for directory in directories:
                 directory.mkdir()
