@@ -20,8 +20,10 @@ class ScriptedRunner:
     search: Search | None = None  # the search that used it
     ran: list[tuple[str, int]] = field(default_factory=list)
     expected: dict[tuple[str, int], float] = field(default_factory=dict)  # where each trial was told to start
+    default_workers: int = 1  # what a master left to its defaults chooses
 
     def run(self, trial: Trial, quick: bool = False, one_connection: bool = False, expected: float = 0.0) -> Trial:
+        trial.workers = trial.workers or self.default_workers
         self.ran.append((trial.kind, trial.workers))
         self.expected[trial.kind, trial.workers] = expected
         trial.status, trial.throughput, trial.wall_s = "ok", self.throughputs[trial.workers], 1.0
@@ -112,3 +114,18 @@ def test_an_async_screen_starts_from_its_nearest_screened_neighbour_scaled_by_th
                                ("screen", 16): 95_000, ("full", 8): 100_000}
     runner = searched(ONE_CPU, {1: 21_000, 2: 22_000, 3: 23_500, 4: 23_700})
     assert [runner.expected["screen", w] for w in (1, 2, 3, 4)] == [0.0, 21_000, 22_000, 23_500]
+
+
+@pytest.mark.parametrize(("budget", "default_workers", "picked"), [
+    (600, 1, "full"),  # the defaults tie with the search's pick: the one confirmed first stands
+    (600, 3, "defaults"),  # the defaults (3 workers here) beat the only candidate searched: they are the pick
+    (0.5, 3, None),  # no full trial fitted in the budget: the defaults alone are no recommendation
+])
+def test_tricorns_defaults_compete_with_what_the_search_confirmed(
+        budget: float, default_workers: int, picked: str | None) -> None:
+    runner = ScriptedRunner({1: 26_000, 3: 40_000}, cores=1, default_workers=default_workers)
+    search = Search(runner, ONE_CPU, threaded=False, budget=budget, only_workers=[1], with_defaults=True)
+    pick = search.run()
+    assert search.defaults_trial is not None and search.defaults_trial.status == "ok"
+    assert runner.ran[-1] == ("defaults", default_workers)  # run last, whatever the budget left
+    assert (pick.kind if pick else None) == picked, runner.ran

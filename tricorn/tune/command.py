@@ -22,7 +22,7 @@ from . import limits, report
 from .engines import BuiltinEngine, LoadEngine
 from .locust import LocustEngine, locustfile
 from .model import MIB, Trial, TrialError
-from .search import HEADROOM, Machine, Search, describe, plan_machine, reason, recommend
+from .search import HEADROOM, Machine, Search, describe, plan_machine, reason
 from .server_process import ServerCommand
 from .trial import TrialRunner, Workload
 
@@ -342,13 +342,7 @@ def tune(args: argparse.Namespace, machine: Machine, server: ServerCommand, thre
             code = 2
             pick = None
         else:
-            try:
-                pick = search.run()
-            except TrialError as exc:
-                error, code, pick = str(exc), 1, None
-            except KeyboardInterrupt:
-                error, code, pick = "interrupted: the results so far are below", 130, None
-                search.stop_reason = "interrupted (Ctrl-C)"
+            pick, error, code = run_search(search)
     if search.trials:
         out.print(report.table(search.trials, pick))
     if search.stop_reason:
@@ -379,6 +373,18 @@ def tune(args: argparse.Namespace, machine: Machine, server: ServerCommand, thre
         print(f"Error: {exc}", file=sys.stderr)
         return code or exc.exit_code
     return code
+
+
+def run_search(search: Search) -> tuple[Trial | None, str, int]:
+    """Run `search`: its pick; or, when a TrialError or Ctrl-C stopped it, none, the error and the
+    exit code."""
+    try:
+        return search.run(), "", 0
+    except TrialError as exc:
+        return None, str(exc), 1
+    except KeyboardInterrupt:
+        search.stop_reason = "interrupted (Ctrl-C)"
+        return None, "interrupted: the results so far are below", 130
 
 
 def size_machine(size: limits.Size, sizes: list[limits.Size], generator: bool) -> Machine:
@@ -430,19 +436,10 @@ def tune_sizes(args: argparse.Namespace, machines: list[Machine], server: Server
         with Progress(share, args.quiet or not sys.stderr.isatty()) as progress:
             search = Search(runner, machine, threaded, max(0.0, share - reserve), on_trial=progress.trial,
                             only_workers=args.workers, only_threads=args.threads,
-                            another_server=server.template is not None)
-            defaults = None
-            try:
-                searched = search.run()
-                if server.template is None:
-                    defaults = search.defaults(default_threads(box.cores) if threaded else None)
-                # The defaults compete with what the search confirmed; alone they are no recommendation.
-                pick = recommend(search.trials) if searched is not None else None
-            except TrialError as exc:  # the app or the workload: no size would do better
-                error, code = str(exc), 1
-            except KeyboardInterrupt:
-                error, code = "interrupted: the results so far are below", 130
-                search.stop_reason = "interrupted (Ctrl-C)"
+                            another_server=server.template is not None, with_defaults=server.template is None,
+                            default_threads=default_threads(box.cores) if threaded else None)
+            pick, error, code = run_search(search)
+        defaults = search.defaults_trial
         out.print(report.table(search.trials, pick))
         summary = result(target, machine, work, search, pick, server, args.engine, error)
         if pick is not None:
@@ -454,7 +451,7 @@ def tune_sizes(args: argparse.Namespace, machines: list[Machine], server: Server
                        default=measured(defaults) if defaults is not None and defaults.status == "ok" else None)
         sizes.append(summary)
         trials_by_size.append(search.trials)
-        if code:
+        if code:  # the app or the workload (no size would do better), or Ctrl-C
             break
     out.print(report.sizes_table(sizes))
     for summary in sizes:

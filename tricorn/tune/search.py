@@ -113,6 +113,11 @@ class Search:
     only_workers: list[int] | None = None  # --workers: the candidates, instead of worker_counts()
     only_threads: list[int] | None = None  # --threads
     another_server: bool = False  # --cmd: not tricorn, whose event loops alone gain nothing past busy CPUs
+    # tune --sizes: after the search, a full trial of tricorn's own defaults (its master chooses the
+    # workers; default_threads is what it will choose), past the budget, which the caller keeps room for
+    with_defaults: bool = False
+    default_threads: int | None = None
+    defaults_trial: Trial | None = None
     trials: list[Trial] = field(default_factory=list)  # in the order they ran, screens and full
     stop_reason: str = ""
     started: float = 0.0
@@ -160,7 +165,12 @@ class Search:
         for why in (self.thread_limit_why, self.worker_limit_why):
             if why:
                 self.stop_reason += f"; {why}"
-        return recommend(self.trials)
+        pick = recommend(self.trials)
+        if self.with_defaults:
+            self.defaults_trial = self._defaults()
+            if pick is not None:  # the defaults compete with what the search confirmed; alone they are no pick
+                pick = recommend(self.trials)
+        return pick
 
     # the search --------------------------------------------------------------------------
 
@@ -275,11 +285,9 @@ class Search:
         self.on_trial(trial)
         return trial
 
-    def defaults(self, threads: int | None) -> Trial:
-        """A full trial of tricorn's own defaults (its master chooses the workers; `threads` is
-        what it will choose), past the budget, which the caller keeps room for: a candidate like
-        the others, and the answer to whether the defaults were right."""
-        trial = Trial(0, threads, kind="defaults")
+    def _defaults(self) -> Trial:
+        """A candidate like the others, and the answer to whether the defaults were right."""
+        trial = Trial(0, self.default_threads, kind="defaults")
         self.trials.append(trial)
         self.on_trial(trial)
         self.runner.run(trial)
