@@ -138,11 +138,12 @@ class Connection(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def send(self, request: Request, started: int, counted: bool) -> None:
+    def send(self, request: Request, started: int, counted: bool, data: bytes | None = None) -> None:
+        """Send `request` (its next variant, or `data` made from it)."""
         self.request, self.started, self.counted = request, started, counted
         self.busy, self.status, self.received, self.headers_done, self.framed = True, 0, 0, False, False
         assert self.transport is not None
-        self.transport.write(request.next())
+        self.transport.write(request.next() if data is None else data)
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
@@ -215,9 +216,7 @@ class PageConnection(Connection):
         self.body: list[bytes] = []
         self.sent = b""
 
-    def send(self, request: Request, started: int, counted: bool) -> None:
-        self.request, self.started, self.counted = request, started, counted
-        self.busy, self.status, self.received, self.headers_done, self.framed = True, 0, 0, False, False
+    def send(self, request: Request, started: int, counted: bool, data: bytes | None = None) -> None:
         self.body = []
         data = request.next()
         browser = self.slot.browser
@@ -225,8 +224,7 @@ class PageConnection(Connection):
             head, _, body = data.partition(b"\r\n\r\n")
             data = head + b"\r\n" + browser.cookie_header() + b"\r\n" + body
         self.sent = data
-        assert self.transport is not None
-        self.transport.write(data)
+        super().send(request, started, counted, data)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         super().on_header(name, value)

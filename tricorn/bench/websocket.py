@@ -65,7 +65,7 @@ class WebSocketConnection(Connection):
         assert self.transport is not None
         self.transport.write(self.handshake)
 
-    def send(self, request: Request, started: int, counted: bool) -> None:
+    def send(self, request: Request, started: int, counted: bool, data: bytes | None = None) -> None:
         self.request, self.started, self.counted = request, started, counted
         self.busy, self.received = True, 0
         if self.upgraded:
