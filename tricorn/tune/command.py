@@ -432,7 +432,6 @@ def tune_sizes(args: argparse.Namespace, machines: list[Machine], server: Server
         reserve = runner.expected_seconds(False) if server.template is None else 0.0
         out.print(f"[bold]{box.label}[/bold]: server on CPU {_cores(machine.server_cores)}, "
                   f"target p99 ≤ {work.p99_ms:g} ms; budget {share:.0f}s")
-        error, pick = "", None
         with Progress(share, args.quiet or not sys.stderr.isatty()) as progress:
             search = Search(runner, machine, threaded, max(0.0, share - reserve), on_trial=progress.trial,
                             only_workers=args.workers, only_threads=args.threads,
