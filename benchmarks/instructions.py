@@ -10,6 +10,7 @@ Run by hand (never in CI):  apt-get install valgrind
     python benchmarks/instructions.py                           # this checkout, metrics off and on
     python benchmarks/instructions.py --baseline /tmp/before    # and tricorn from another checkout
     python benchmarks/instructions.py --interface wsgi          # the same for a WSGI app
+    python benchmarks/instructions.py --churn                   # a new connection per request
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class _Sink(asyncio.Transport):
         super().__init__()
         self.writes = 0
         self.written = asyncio.Event()
+        self.closing = False
+        self.protocol: Any = None
 
     def write(self, data: bytes) -> None:
         self.writes += 1
@@ -50,10 +53,15 @@ class _Sink(asyncio.Transport):
         return {"peername": ("127.0.0.1", 5), "sockname": ("127.0.0.1", 80)}.get(name, default)
 
     def is_closing(self) -> bool:
-        return False
+        return self.closing
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
 
 
-async def _serve(interface: str, count: int, metrics: bool) -> None:
+async def _serve(interface: str, count: int, metrics: bool, churn: bool) -> None:
     from tricorn.config import load
     from tricorn.server.asgi import ASGIAdapter
     from tricorn.server.connection import HttpConnection
@@ -67,31 +75,35 @@ async def _serve(interface: str, count: int, metrics: bool) -> None:
         state.adapter = WSGIAdapter(_wsgi_hello, config, 1)
     else:
         state.adapter = ASGIAdapter(_hello, config, {})
-    conn = HttpConnection(state)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n" + (b"Connection: close\r\n\r\n" if churn else b"\r\n")
     sink = _Sink()
-    conn.connection_made(sink)
-    for _ in range(count):
+    for number in range(count):
+        if number == 0 or churn:
+            sink = _Sink()
+            sink.protocol = conn = HttpConnection(state)
+            conn.connection_made(sink)
         sink.written.clear()
-        conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.data_received(request)
         if interface == "wsgi":
             await sink.written.wait()  # the response, whole in one write, from the pool thread
         await asyncio.sleep(0)  # the app's task runs (ASGI), the cycle ends
         await asyncio.sleep(0)
-    assert sink.writes >= count
+    assert sink.writes >= (1 if churn else count)
     if interface == "wsgi":
         state.adapter.close(5.0)
 
 
-def _instructions(checkout: Path, interface: str, count: int, metrics: bool) -> int:
+def _instructions(checkout: Path, interface: str, count: int, metrics: bool, churn: bool) -> int:
     env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"}
     argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-            "--interface", interface, "--run", str(count)] + (["--metrics"] if metrics else [])
+            "--interface", interface, "--run", str(count)] + (["--metrics"] if metrics else []) + (
+                ["--churn"] if churn else [])
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stderr
     return int(re.search(r"Collected : (\d+)", out)[1])
 
 
-def per_request(checkout: Path, interface: str, metrics: bool) -> int:
-    many, few = (_instructions(checkout, interface, count, metrics) for count in (5000, 1000))
+def per_request(checkout: Path, interface: str, metrics: bool, churn: bool) -> int:
+    many, few = (_instructions(checkout, interface, count, metrics, churn) for count in (5000, 1000))
     return (many - few) // 4000
 
 
@@ -99,18 +111,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, metavar="DIR", help="tricorn from this checkout too (metrics off)")
     parser.add_argument("--interface", choices=("asgi", "wsgi"), default="asgi", help="the hello app's kind")
+    parser.add_argument("--churn", action="store_true",
+                        help="each request on a new connection (Connection: close): what a connection costs")
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)  # the measured child
     parser.add_argument("--metrics", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        asyncio.run(_serve(args.interface, args.run, args.metrics))
+        asyncio.run(_serve(args.interface, args.run, args.metrics, args.churn))
         return
     rows = [("metrics off", ROOT, False), ("metrics on", ROOT, True)]
     if args.baseline:
         rows.insert(0, (f"tricorn at {args.baseline}", args.baseline, False))
     first = None
     for name, checkout, metrics in rows:
-        count = per_request(checkout, args.interface, metrics)
+        count = per_request(checkout, args.interface, metrics, args.churn)
         first = first or count
         print(f"{name:30} {count:9,} instructions/request  {count / first:6.3f}x", flush=True)
 

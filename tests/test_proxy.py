@@ -44,3 +44,11 @@ def test_trusted_networks_names_and_everyone() -> None:
     assert "11.0.0.1" not in proxies and "not-an-ip" not in proxies
     assert "8.8.8.8" in TrustedProxies(["*"])
     assert TrustedProxies([]).resolve([(b"x-forwarded-proto", b"wss")], None, "http")[1] == "https"
+
+
+def test_a_remembered_verdict_stays_right_and_the_memory_bounded() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    hops = [f"10.0.{n // 256}.{n % 256}" for n in range(3000)] + [f"11.0.{n // 256}.{n % 256}" for n in range(3000)]
+    for _ in range(2):  # asked again, each address gets its remembered verdict
+        assert [hop in proxies for hop in hops] == [True] * 3000 + [False] * 3000
+    assert len(proxies._verdicts) <= 4096  # client-chosen X-Forwarded-For hops cannot grow it without end

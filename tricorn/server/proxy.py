@@ -13,6 +13,7 @@ from collections.abc import Iterable
 _SCHEMES = {b"http": "http", b"https": "https", b"ws": "http", b"wss": "https"}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_VERDICTS_KEPT = 4096  # peer addresses whose verdict is remembered; past it the memory starts over
 
 
 class TrustedProxies:
@@ -20,6 +21,7 @@ class TrustedProxies:
         self.everyone = False
         self.networks: list[Network] = []
         self.names: set[str] = set()
+        self._verdicts: dict[str, bool] = {}  # parsing an address costs more than the request's own parsing
         for item in spec:
             if item == "*":
                 self.everyone = True
@@ -30,6 +32,15 @@ class TrustedProxies:
                     self.names.add(item)  # a unix socket path or a literal the peer reports
 
     def __contains__(self, host: str) -> bool:
+        verdict = self._verdicts.get(host)
+        if verdict is None:
+            verdict = self._trusted(host)
+            if len(self._verdicts) >= _VERDICTS_KEPT:
+                self._verdicts.clear()
+            self._verdicts[host] = verdict
+        return verdict
+
+    def _trusted(self, host: str) -> bool:
         if self.everyone or host in self.names:
             return True
         try:
