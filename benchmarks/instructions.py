@@ -58,7 +58,11 @@ class _Sink(asyncio.Transport):
     def close(self) -> None:
         if not self.closing:
             self.closing = True
-            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+            asyncio.get_running_loop().call_soon(self._lost)
+
+    def _lost(self) -> None:
+        self.protocol.connection_lost(None)
+        self.protocol = None  # as asyncio's and uvloop's transports let go of their protocol
 
 
 async def _serve(interface: str, count: int, metrics: bool, churn: bool) -> None:

@@ -17,3 +17,21 @@ async def app(scope, receive, send):
                        "app_frozen": app_frozen}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})
+
+
+if os.environ.get("GC_APP_DISABLE"):  # only reference counting frees anything: cycles stay
+    gc.disable()
+
+
+async def live(scope, receive, send):
+    """How many of the server's per-connection objects are alive (the asking one included)."""
+    if scope["type"] != "http":
+        return
+    names = ("HttpConnection", "RequestParser", "HttpCycle", "Request")
+    counts = dict.fromkeys(names, 0)
+    for obj in gc.get_objects():
+        name = type(obj).__name__
+        if name in counts and type(obj).__module__.startswith("tricorn."):
+            counts[name] += 1
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": json.dumps(counts).encode()})

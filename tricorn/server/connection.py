@@ -128,6 +128,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser.close()
         self.server.connections.discard(self)
         if self.fresh:
             self.settle()

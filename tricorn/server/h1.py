@@ -225,6 +225,13 @@ class RequestParser:
             end = crlf + 4 + body if crlf >= 0 else (body if end <= body else end)
         return len(data) - end
 
+    def close(self) -> None:
+        """The connection is gone. The httptools parser holds this object's callbacks: dropping it
+        ends that reference cycle, so the connection's objects are freed at once rather than by
+        the garbage collector."""
+        self.dead = True
+        del self._parser
+
     def take_upgraded(self) -> bytes:
         """The bytes after an accepted Upgrade request: the new protocol's. This parser is done."""
         data, self.held, self.dead = self.held or b"", None, True
