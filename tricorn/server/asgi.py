@@ -28,6 +28,7 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
 ERROR_BODY = b"Internal Server Error\n"
+TASK_NAME = "tricorn: ASGI request"
 ERROR_BODIES = {500: ERROR_BODY, 504: b"Gateway Timeout: the app took longer than --request-timeout\n"}
 
 
@@ -63,7 +64,12 @@ class ASGIAdapter:
 
     def start(self, conn: HttpConnection, request: Request) -> None:
         cycle = conn.cycle = HttpCycle(self, conn, request)
-        cycle.task = conn.loop.create_task(cycle.run())
+        loop = conn.loop
+        if loop.get_task_factory() is None:
+            # Named here: a task left unnamed formats a "Task-N" name of its own (CPython < 3.12).
+            cycle.task = asyncio.Task(cycle.run(), loop=loop, name=TASK_NAME)
+        else:
+            cycle.task = loop.create_task(cycle.run())
 
 
 class HttpCycle:
