@@ -162,3 +162,7 @@ def test_large_body_ignored_by_the_app_closes_instead_of_draining_forever(serve)
         except (BrokenPipeError, ConnectionResetError):
             pass
     assert sent < 16 * 1024 * 1024, "the server drained the whole unread body"
+
+
+def test_requests_run_in_tasks_of_the_apps_own_task_factory(serve) -> None:
+    assert httpx.get(serve("asgi_apps:own_task_factory").url + "/").text == "made by the app's factory"

@@ -204,3 +204,20 @@ async def dies_at_startup(scope, receive, send):
     if scope["type"] == "lifespan":
         await receive()
         os._exit(1)
+
+
+async def own_task_factory(scope, receive, send):
+    """Installs a task factory at startup (as aiomonitor or eager tasks do); answers with the name
+    of the task its request runs in."""
+    if scope["type"] == "lifespan":
+        await receive()
+
+        def factory(loop, coro, **kwargs):
+            return asyncio.Task(coro, loop=loop, name="made by the app's factory", **kwargs)
+
+        asyncio.get_running_loop().set_task_factory(factory)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await _respond(send, 200, asyncio.current_task().get_name().encode())
