@@ -26,6 +26,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Benchmarks serve self-signed certificates; readiness only needs an answer.
+UNVERIFIED = ssl.create_default_context()
+UNVERIFIED.check_hostname = False
+UNVERIFIED.verify_mode = ssl.CERT_NONE
 SERVER_CPU = "0"
 LOAD_CPU = "1"
 
@@ -76,11 +81,12 @@ def server_command(kind: str, app: str, extra: list[str], port: int) -> list[str
     return [*taskset, sys.executable, "-m", "uvicorn", *extra[1:], "--port", str(port), app]
 
 
-def wait_ready(port: int, timeout: float = 15.0) -> None:
+def wait_ready(port: int, timeout: float = 15.0, scheme: str = "http") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+                s = UNVERIFIED.wrap_socket(raw) if scheme == "https" else raw
                 s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 if s.recv(100).startswith(b"HTTP/1.1 200"):
                     return

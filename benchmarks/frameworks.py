@@ -77,3 +77,20 @@ try:
     django_json = _django()
 except ImportError:  # pragma: no cover
     django_json = None
+
+
+def _starlette():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def index(request):
+        return PlainTextResponse("Hello, world!")
+
+    return Starlette(routes=[Route("/", index)])
+
+
+try:
+    starlette_plain = _starlette()
+except ImportError:  # pragma: no cover
+    starlette_plain = None

@@ -97,17 +97,17 @@ async def _serve(interface: str, count: int, metrics: bool, churn: bool) -> None
         state.adapter.close(5.0)
 
 
-def _instructions(checkout: Path, interface: str, count: int, metrics: bool, churn: bool) -> int:
+def _instructions(checkout: Path, interface: str, loop: str, count: int, metrics: bool, churn: bool) -> int:
     env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"}
     argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-            "--interface", interface, "--run", str(count)] + (["--metrics"] if metrics else []) + (
+            "--interface", interface, "--loop", loop, "--run", str(count)] + (["--metrics"] if metrics else []) + (
                 ["--churn"] if churn else [])
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stderr
     return int(re.search(r"Collected : (\d+)", out)[1])
 
 
-def per_request(checkout: Path, interface: str, metrics: bool, churn: bool) -> int:
-    many, few = (_instructions(checkout, interface, count, metrics, churn) for count in (5000, 1000))
+def per_request(checkout: Path, interface: str, loop: str, metrics: bool, churn: bool) -> int:
+    many, few = (_instructions(checkout, interface, loop, count, metrics, churn) for count in (5000, 1000))
     return (many - few) // 4000
 
 
@@ -115,20 +115,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, metavar="DIR", help="tricorn from this checkout too (metrics off)")
     parser.add_argument("--interface", choices=("asgi", "wsgi"), default="asgi", help="the hello app's kind")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="the event loop, as tricorn's --loop (uvloop: what a worker runs where installed)")
     parser.add_argument("--churn", action="store_true",
                         help="each request on a new connection (Connection: close): what a connection costs")
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)  # the measured child
     parser.add_argument("--metrics", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        asyncio.run(_serve(args.interface, args.run, args.metrics, args.churn))
+        from tricorn.host.eventloop import new_event_loop
+
+        loop = new_event_loop(args.loop)
+        loop.run_until_complete(_serve(args.interface, args.run, args.metrics, args.churn))
+        loop.close()
         return
     rows = [("metrics off", ROOT, False), ("metrics on", ROOT, True)]
     if args.baseline:
         rows.insert(0, (f"tricorn at {args.baseline}", args.baseline, False))
     first = None
     for name, checkout, metrics in rows:
-        count = per_request(checkout, args.interface, metrics, args.churn)
+        count = per_request(checkout, args.interface, args.loop, metrics, args.churn)
         first = first or count
         print(f"{name:30} {count:9,} instructions/request  {count / first:6.3f}x", flush=True)
 

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""ASGI servers side by side: tricorn, uvicorn (httptools + uvloop) and granian --interface asgi, interleaved.
+
+Each case runs every server in turn, the order rotated each round; one worker pinned to CPU 0 and wrk
+to CPU 1, except `hello-2w` (two workers, nothing pinned). Reports the median of the rounds for req/s,
+CPU time per request (the server's processes, from /proc) and wrk's p99, and tricorn's ratio to
+uvicorn and to granian. Access logs are off everywhere; every server runs uvloop.
+
+  hello           benchmarks.apps:asgi_hello, wrk -c64
+  fastapi-def     FastAPI JSON route, `def` (run on anyio's thread pool), -c64
+  fastapi-async   FastAPI JSON route, `async def`, -c64
+  starlette       Starlette plain-text route, -c64
+  close           hello with `Connection: close` on every request (a new connection each), -c64
+  https           hello over TLS, one self-signed certificate (trustme) for every server, -c64
+  hello-2w        hello with two workers, unpinned
+
+Run by hand (never in CI):  python benchmarks/asgi_peers.py [CASE ...] --rounds 3 --duration 8
+                            python benchmarks/asgi_peers.py hello --servers tricorn,before --baseline DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wsgi_peers import BIN, PY, Argv, case
+
+APPS = {"hello": "benchmarks.apps:asgi_hello", "fastapi-def": "benchmarks.frameworks:fastapi_json",
+        "fastapi-async": "benchmarks.frameworks:fastapi_async", "starlette": "benchmarks.frameworks:starlette_plain",
+        "close": "benchmarks.apps:asgi_hello", "https": "benchmarks.apps:asgi_hello",
+        "hello-2w": "benchmarks.apps:asgi_hello"}
+
+
+def commands(cert: tuple[str, str] | None = None) -> Argv:
+    """How each server is started; with `cert` (certificate, key) over TLS."""
+
+    def argv(server: str, app: str, port: int, threads: int, workers: int) -> list[str]:
+        if server in ("tricorn", "before"):
+            tls = ["--certfile", cert[0], "--keyfile", cert[1]] if cert else []
+            return [PY, "-m", "tricorn", app, "-w", str(workers), "--port", str(port), "--no-access-log", *tls]
+        if server == "granian":
+            tls = ["--ssl-certificate", cert[0], "--ssl-keyfile", cert[1]] if cert else []
+            return [str(BIN / "granian"), "--interface", "asgi", "--workers", str(workers), "--loop", "uvloop",
+                    "--port", str(port), "--no-ws", "--log-level", "warning", *tls, app]
+        tls = ["--ssl-certfile", cert[0], "--ssl-keyfile", cert[1]] if cert else []
+        return [PY, "-m", "uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log",
+                "--log-level", "warning", "--workers", str(workers), "--port", str(port), *tls, app]
+
+    return argv
+
+
+def pkcs8(pem: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pem, password=None)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cases", nargs="*", default=list(APPS), help=", ".join(APPS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--servers", default="tricorn,uvicorn,granian",
+                        help="a comma-separated list of tricorn, uvicorn, granian, before")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help='the server "before" is tricorn from this checkout (git worktree add DIR HEAD~1)')
+    args = parser.parse_args()
+    if "before" in args.servers and not args.baseline:
+        parser.error('the server "before" needs --baseline DIR')
+    unknown = set(args.cases) - set(APPS)
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(APPS)}")
+    servers = args.servers.split(",")
+    against = ("uvicorn", "granian", "before")
+    for name in args.cases:
+        workers = 2 if name == "hello-2w" else 1
+        if name == "https":
+            import trustme
+
+            with tempfile.TemporaryDirectory() as tmp:
+                issued = trustme.CA().issue_cert("127.0.0.1")
+                issued.cert_chain_pems[0].write_to_path(f"{tmp}/cert.pem")
+                Path(f"{tmp}/key.pem").write_bytes(pkcs8(issued.private_key_pem.bytes()))  # granian reads only PKCS#8
+                case(name, APPS[name], servers, 64, 1, workers, args, commands((f"{tmp}/cert.pem", f"{tmp}/key.pem")),
+                     scheme="https", against=against)
+        else:
+            wrk_args = ["-H", "Connection: close"] if name == "close" else []
+            case(name, APPS[name], servers, 64, 1, workers, args, commands(), wrk_args=wrk_args, against=against)
+
+
+if __name__ == "__main__":
+    main()
