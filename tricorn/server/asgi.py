@@ -110,7 +110,8 @@ class HttpCycle:
             "scheme": request.scheme,
             "method": request.method.decode("ascii"),
             "root_path": root,
-            "path": root + decode_path(raw_path) if root else decode_path(raw_path),
+            "path": root + decode_path(raw_path) if root or b"%" in raw_path
+            else raw_path.decode("utf-8", "surrogateescape"),
             "raw_path": adapter.raw_root_path + raw_path if root else raw_path,
             "query_string": request.query,
             "headers": request.headers,
@@ -226,7 +227,7 @@ class HttpCycle:
         if more_body:
             if self.conn.write_paused:
                 await self.conn.drain()
-        else:
+        elif self.waiter is not None:  # a receive() waiting for the body hears the response is done
             self._wake()
 
     async def run(self) -> None:

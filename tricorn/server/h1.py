@@ -478,7 +478,7 @@ class Response:
 
     def start(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool) -> bytes:
         """The head and the first body piece. Without Content-Length, a body given whole gets one."""
-        parts = [status_line(status)]
+        parts = [_STATUS_LINES.get(status) or status_line(status)]
         length = None
         has_server = has_date = False
         kinds = _HEADER_KINDS
@@ -527,9 +527,9 @@ class Response:
         elif length is not None:
             self._framing = _LENGTH
             self._remaining = length
-        elif not more_body:
+        elif not more_body:  # the whole body, given at once: sent here, without data()
             self._framing = _LENGTH
-            self._remaining = len(body)
+            self.bytes_sent = len(body)
             tail.append(b"content-length: %d\r\n" % len(body))
         elif self._http10:
             self._framing = _CLOSE
@@ -547,6 +547,8 @@ class Response:
             tail.append(b"\r\n")
             self.promised_keep_alive = True
         head = block + b"".join(tail)
+        if self._framing == _LENGTH and not more_body and length is None:
+            return head + body
         return head + self.data(body, more_body) if body or not more_body else head
 
     def data(self, body: bytes, more_body: bool) -> bytes:
