@@ -126,6 +126,26 @@ def test_a_wsgi_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_
     assert server.stop() == 0
 
 
+def test_a_burst_of_connections_spreads_over_the_asgi_workers(serve) -> None:
+    """accept.py: without it, the ASGI worker that wakes first takes a whole burst (61 of 64 and
+    64 of 64 were seen), and keeps it for as long as the clients keep their connections."""
+    server = serve("asgi_apps:pid", "-w", "2", "--no-access-log")
+    server.wait_for(lambda: server.stderr.count("Listening at") == 2, what="two workers listening")
+    for _ in range(8):  # the old code kept a burst together in about one of ten
+        burst = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(64)]
+        for sock in burst:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        pids = collections.Counter()
+        for sock in burst:
+            with sock:
+                data = b""
+                while b"\r\n\r\n" not in data or not data.split(b"\r\n\r\n", 1)[1]:
+                    data += sock.recv(65536)
+                pids[data.split(b"\r\n\r\n", 1)[1]] += 1
+        assert len(pids) == 2 and min(pids.values()) >= 8, pids
+    assert server.stop() == 0
+
+
 def test_idle_connections_do_not_stop_the_wsgi_workers_accepting(serve) -> None:
     """A connection just accepted counts as a request on its way (accept.py), but only briefly: one
     per thread that never sends must not keep the workers from accepting for --timeout-header."""

@@ -1,16 +1,19 @@
-"""Taking connections from a listening socket that other workers share, for a WSGI worker.
+"""Taking connections from a listening socket that other workers share.
 
 An event loop's server accepts every connection waiting in the kernel's queue at each wakeup, so
-the worker that happens to run first takes a burst of connections, keeps them (keep-alive), and
-queues their requests behind its busy threads while the other workers' threads wait (the spread
-measured before and after: docs/benchmarks.md). Gunicorn's gthread workers do the same (gunicorn
-issues #2191, #3433: two slow requests on a worker with one thread, the other worker idle). Here
-a WSGI worker accepts one connection per wakeup, and none while every thread runs a request or
-one is on its way (a connection just accepted with bytes waiting, until its request is complete),
-which leaves the kernel's queue to the workers with a free thread. Requests whose body is still
-arriving and threads waiting for a slow client to read do not count (wsgi.ThreadPool): they hold
-no thread the app needs, so idle, silent, half-sent and slow connections never stop a worker
-accepting.
+the worker that happens to run first takes a burst of connections and keeps them (keep-alive):
+an ASGI worker took 61 of a burst of 64 on `-w 2`, leaving the other worker's core idle, and a WSGI
+worker queues their requests behind its busy threads while the other workers' threads wait (the
+spread measured before and after: docs/benchmarks.md). Gunicorn's gthread workers do the same
+(gunicorn issues #2191, #3433: two slow requests on a worker with one thread, the other worker
+idle). Here a worker under a master accepts one connection per wakeup, so a burst alternates
+between the workers that are free to take it.
+
+A WSGI worker also accepts none while every thread runs a request or one is on its way (a
+connection just accepted with bytes waiting, until its request is complete), which leaves the
+kernel's queue to the workers with a free thread. Requests whose body is still arriving and threads
+waiting for a slow client to read do not count (wsgi.ThreadPool): they hold no thread the app
+needs, so idle, silent, half-sent and slow connections never stop a worker accepting.
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ class Acceptor:
         self.sock.close()
 
     def _accept(self) -> None:
-        if self.state.threads_busy():
+        threaded = self.state.threads > 0
+        if threaded and self.state.threads_busy():
             self.state.accept_paused = True  # until thread_freed() starts the acceptors again
             self.pause()
             return
@@ -98,7 +102,7 @@ class Acceptor:
         # would all be accepted before the first request is read. Not one that has sent nothing
         # (with TCP_DEFER_ACCEPT: for a second already), nor, once its first bytes are read, one
         # whose request is not complete (connection.py settles it): those may never send one.
-        fresh = _has_data(client)
+        fresh = threaded and _has_data(client)
         connection = HttpConnection(self.state, fresh=fresh)
         if fresh:
             self.state.starting += 1

@@ -138,7 +138,7 @@ class Worker:
         # A handshake counts against the header timeout: half-open handshakes cannot pile up.
         handshake_timeout = config.timeout_header if self.ssl_context else None
         for sock in self.listeners:
-            if state.threads and self.link is not None:  # WSGI workers sharing the listener: accept.py
+            if self.link is not None:  # workers sharing the listener: accept.py
                 acceptor = Acceptor(state, sock, self.ssl_context, handshake_timeout)
                 state.acceptors.append(acceptor)
                 acceptor.start()
