@@ -608,3 +608,23 @@ def test_a_cgroup_v2_without_delegated_controllers_is_said_so(tmp_path: Path) ->
     assert cgroups.why == (f"cgroup v2: the cpu and memory controller(s) not enabled in {tmp_path}; "
                            "cgroup v1: not mounted"), cgroups.why
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.slice", "cgroup.controllers"]  # probes removed
+
+
+def test_a_server_that_speaks_tls_is_tuned_over_https(tmp_path: Path) -> None:
+    """The trial server gets a certificate (tricorn options after --): tune finds that it speaks TLS
+    and offers its load over HTTPS (a TLS-only server answers nothing in plain text)."""
+    import trustme
+
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    out = tmp_path / "tune.json"
+    result = tune("tls_apps:asgi", "--workers", "1", "--step", "2s", "--budget", "45s", "--json", str(out),
+                  "--", "--certfile", str(cert), "--keyfile", str(key))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    assert data["recommendation"]["throughput"] > 0, data
+    passed = [s for t in data["trials"] for s in t["steps"] if s["passed"]]
+    assert passed and all(s["requests"] > 0 and not s["errors"] for s in passed), passed
+    assert all(t["url"].startswith("https://127.0.0.1:") for t in data["trials"] if t["status"] == "ok"), data

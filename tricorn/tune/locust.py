@@ -137,6 +137,9 @@ class LocustEngine:
         return len(workers)
 
     def measure(self, target: Target, scenario: Scenario, load: Load, watch: Watch | None = None) -> dict[str, Any]:
+        if target.secure:
+            raise TrialError("the server speaks TLS, and the Locust cluster's users would not trust its certificate: "
+                             "tune an HTTPS server with the builtin engine (drop --engine locust)")
         steps = sum(t.weight * len(t.steps) for t in scenario.tasks) / max(1, sum(t.weight for t in scenario.tasks))
         if load.mode == "open":
             users = max(16, min(MAX_USERS, math.ceil(load.rate * self.p99_s * 2)))

@@ -53,6 +53,7 @@ class Trial:
     threads: int | None  # None: the app does not use threads (ASGI), or --cmd has no {threads}
     kind: str = "full"  # full | screen | defaults (tricorn's own, its master choosing the workers)
     command: str = ""
+    url: str = ""  # where its load went: https:// when the server spoke TLS
     status: str = "pending"  # ok | failed | skipped | interrupted
     note: str = ""
     capacity: float = 0.0  # where the ramp's rates start from: the probe's throughput, or the expected one
@@ -85,7 +86,7 @@ class Trial:
     def to_dict(self) -> dict[str, Any]:
         return {
             "workers": self.workers, "threads": self.threads, "kind": self.kind, "status": self.status,
-            "note": self.note, "command": self.command, "capacity_rps": round(self.capacity, 1),
+            "note": self.note, "command": self.command, "url": self.url, "capacity_rps": round(self.capacity, 1),
             "service_ms": round(self.service_ms, 3), "cpu_ms": round(self.cpu_ms, 3),
             "thread_cpu_ms": round(self.thread_cpu_ms, 3),
             "throughput": round(self.throughput, 1), "p50_ms": round(self.p50_ms, 2), "p99_ms": round(self.p99_ms, 2),

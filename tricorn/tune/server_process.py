@@ -10,6 +10,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,22 @@ from ..host.resources import rss_bytes
 from .limits import Limit
 from .model import TrialError
 from .procfs import ticks
+
+# The server under test is our own child on 127.0.0.1, serving whatever certificate it was given.
+UNVERIFIED = ssl.create_default_context()
+UNVERIFIED.check_hostname = False
+UNVERIFIED.verify_mode = ssl.CERT_NONE
+
+
+def _answers(port: int, request: bytes, timeout: float, tls: ssl.SSLContext | None) -> bool:
+    """Whether the server answers `request` with HTTP, in plain text or (with `tls`) over TLS."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            sock = tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls is not None else raw
+            sock.sendall(request)
+            return sock.recv(5) == b"HTTP/"
+    except (OSError, ssl.SSLError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,7 @@ class ServerProcess:
             self.control = os.path.join(self._control_dir, "ctl")
             self.argv += ["--control-socket", self.control]
         self.served = 0  # the workers' requests at the last reading
+        self.scheme = "http"  # "https" once wait_ready found that the server speaks TLS
 
     def start(self) -> None:
         cores, limit = self.cores, self.limit
@@ -110,7 +128,8 @@ class ServerProcess:
         return " | ".join(line.strip() for line in text[-lines:])
 
     def wait_ready(self, port: int, path: str, timeout: float) -> None:
-        """Until the server answers an HTTP request on `port` (any status: the probe judges it) and,
+        """Until the server answers an HTTP request on `port`, in plain text or over TLS (`scheme`
+        says which; any status: the probe judges it) and,
         where its master reports them, every worker listens: connections opened while one still
         starts all go to the others, and stay there (keep-alive)."""
         assert self.process is not None
@@ -124,13 +143,10 @@ class ServerProcess:
                                  f"{self.output_tail() or 'no output'}")
             if self.limit is not None and self.limit.oom_kills():
                 raise TrialError("OOM-killed before the server answered")
-            try:
-                if not answered:
-                    with socket.create_connection(("127.0.0.1", port), timeout=min(2.0, timeout)) as sock:
-                        sock.sendall(request)
-                        answered = sock.recv(5) == b"HTTP/"
-            except OSError:
-                pass
+            if not answered:
+                answered = _answers(port, request, min(2.0, timeout), None)
+                if not answered and _answers(port, request, min(2.0, timeout), UNVERIFIED):
+                    answered, self.scheme = True, "https"
             listening, wanted = self._readiness() if self.control else (self.workers, self.workers)
             if answered and listening >= wanted:
                 self.workers = wanted
