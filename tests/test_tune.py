@@ -628,3 +628,28 @@ def test_a_server_that_speaks_tls_is_tuned_over_https(tmp_path: Path) -> None:
     passed = [s for t in data["trials"] for s in t["steps"] if s["passed"]]
     assert passed and all(s["requests"] > 0 and not s["errors"] for s in passed), passed
     assert all(t["url"].startswith("https://127.0.0.1:") for t in data["trials"] if t["status"] == "ok"), data
+
+
+def test_a_websocket_echo_is_tuned_in_round_trips(tmp_path: Path) -> None:
+    """--websocket: every connection upgrades once and echoes; the app sees WebSocket sessions
+    (each one's disconnect recorded), not plain GETs."""
+    out, record = tmp_path / "tune.json", tmp_path / "record"
+    result = tune("ws_apps:echo", "--websocket", "--message-size", "64", "--workers", "1", "--step", "2s",
+                  "--budget", "45s", "--json", str(out), env={"TEST_RECORD_FILE": str(record)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    assert data["recommendation"]["throughput"] > 0, data
+    passed = [s for t in data["trials"] for s in t["steps"] if s["passed"]]
+    assert passed and all(s["requests"] > 0 and not s["errors"] for s in passed), passed
+    assert all(t["url"].startswith("ws://127.0.0.1:") for t in data["trials"] if t["status"] == "ok"), data
+    sessions = record.read_text().split()  # a step's end drops its connections: 1006
+    assert len(sessions) >= 64 and all(s.startswith("disconnect-") for s in sessions), set(sessions)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--websocket", "--scenario", "x.toml"], "--websocket loads one echoing path with the builtin engine"),
+    (["--websocket", "--message-size", "-1"], "--message-size cannot be negative"),
+])
+def test_bad_websocket_tuning_gets_one_line(args: list[str], message: str) -> None:
+    result = tune("ws_apps:echo", *args, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..arguments import CommandParser, typed
 from ..bench import scenario as scenarios
+from ..bench import websocket
 from ..config import default_threads, duration, size
 from ..errors import ConfigError, UserError
 from ..host.resources import raise_open_files_limit
@@ -41,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--url-path", default="/", metavar="PATH", help="the path to load (default /), without --scenario")
     add("--scenario", metavar="FILE", help="a tricorn bench scenario (TOML); its url is replaced")
+    add("--websocket", action="store_true",
+        help="load --url-path as a WebSocket that echoes: each connection upgrades once, then sends "
+        "--message-size bytes and waits for the echo; throughput is round trips per second")
+    add("--message-size", type=int, default=32, metavar="BYTES",
+        help="--websocket: each message's size (default 32)")
     add("--p99", type=_duration, default=0.2, metavar="DURATION",
         help="latency target for the 99th percentile (default 200ms)")
     add("--max-errors", type=_fraction, default=0.001, metavar="SHARE",
@@ -140,10 +146,18 @@ def requests_for(args: argparse.Namespace) -> Callable[[str], tuple[scenarios.Ta
     scenario file or path fails here, before any server starts."""
     if not args.url_path.startswith("/"):
         raise ConfigError(f"--url-path {args.url_path!r} must start with /")
+    if args.websocket and (args.scenario or args.engine == "locust"):
+        raise ConfigError("--websocket loads one echoing path with the builtin engine: drop --scenario and "
+                          "--engine locust")
+    if args.message_size < 0:
+        raise ConfigError("--message-size cannot be negative")
 
     def make(url: str) -> tuple[scenarios.Target, scenarios.Scenario]:
         if args.scenario:
             return scenarios.load(args.scenario, url, {}, True)
+        if args.websocket:  # http:// → ws://, https:// → wss://
+            target = scenarios.Target.parse("ws" + url.removeprefix("http") + args.url_path)
+            return target, websocket.scenario(args.message_size)
         target = scenarios.Target.parse(url + args.url_path)
         return target, scenarios.single(target, "GET", {}, b"", True)
 

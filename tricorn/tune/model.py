@@ -53,7 +53,7 @@ class Trial:
     threads: int | None  # None: the app does not use threads (ASGI), or --cmd has no {threads}
     kind: str = "full"  # full | screen | defaults (tricorn's own, its master choosing the workers)
     command: str = ""
-    url: str = ""  # where its load went: https:// when the server spoke TLS
+    url: str = ""  # where its load went: https:// (wss://) when the server spoke TLS
     status: str = "pending"  # ok | failed | skipped | interrupted
     note: str = ""
     capacity: float = 0.0  # where the ramp's rates start from: the probe's throughput, or the expected one

@@ -92,8 +92,8 @@ class TrialRunner:
             server.start()
             server.wait_ready(port, workload.path, workload.start_timeout)
             trial.workers = trial.workers or server.workers
-            trial.url = f"{server.scheme}://127.0.0.1:{port}"
-            target, scenario = workload.scenario(trial.url)
+            target, scenario = workload.scenario(f"{server.scheme}://127.0.0.1:{port}")
+            trial.url = target.origin
             if one_connection:
                 self._one_connection(trial, server, target, scenario)
             if expected:
