@@ -634,8 +634,8 @@ def test_a_websocket_echo_is_tuned_in_round_trips(tmp_path: Path) -> None:
     """--websocket: every connection upgrades once and echoes; the app sees WebSocket sessions
     (each one's disconnect recorded), not plain GETs."""
     out, record = tmp_path / "tune.json", tmp_path / "record"
-    result = tune("ws_apps:echo", "--websocket", "--message-size", "64", "--workers", "1", "--step", "2s",
-                  "--budget", "45s", "--json", str(out), env={"TEST_RECORD_FILE": str(record)})
+    result = tune("ws_apps:echo", "--websocket", "--message-size", "64", "--workers", "1", "--step", "1s",
+                  "--budget", "30s", "--json", str(out), env={"TEST_RECORD_FILE": str(record)})
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text())
     assert data["recommendation"]["throughput"] > 0, data
