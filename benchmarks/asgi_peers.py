@@ -13,6 +13,9 @@ uvicorn and to granian. Access logs are off everywhere; every server runs uvloop
   close           hello with `Connection: close` on every request (a new connection each), -c64
   https           hello over TLS, one self-signed certificate (trustme) for every server, -c64
   hello-2w        hello with two workers, unpinned
+  ws-32           WebSocket echo (benchmarks.apps:ws_echo), 64 connections of `tricorn bench ws://` each
+                  sending a 32-byte message and awaiting its echo: round trips/s (printed as req/s)
+  ws-16k          the same with 16 KiB messages
 
 Run by hand (never in CI):  python benchmarks/asgi_peers.py [CASE ...] --rounds 3 --duration 8
                             python benchmarks/asgi_peers.py hello --servers tricorn,before --baseline DIR
@@ -32,11 +35,14 @@ from wsgi_peers import BIN, PY, Argv, case
 APPS = {"hello": "benchmarks.apps:asgi_hello", "fastapi-def": "benchmarks.frameworks:fastapi_json",
         "fastapi-async": "benchmarks.frameworks:fastapi_async", "starlette": "benchmarks.frameworks:starlette_plain",
         "close": "benchmarks.apps:asgi_hello", "https": "benchmarks.apps:asgi_hello",
-        "hello-2w": "benchmarks.apps:asgi_hello"}
+        "hello-2w": "benchmarks.apps:asgi_hello", "ws-32": "benchmarks.apps:ws_echo",
+        "ws-16k": "benchmarks.apps:ws_echo"}
+MESSAGE_SIZES = {"ws-32": 32, "ws-16k": 16384}
 
 
-def commands(cert: tuple[str, str] | None = None) -> Argv:
-    """How each server is started; with `cert` (certificate, key) over TLS."""
+def commands(cert: tuple[str, str] | None = None, websocket: bool = False) -> Argv:
+    """How each server is started; with `cert` (certificate, key) over TLS; granian's WebSocket
+    support only for the WebSocket cases (--no-ws otherwise, its fastest HTTP)."""
 
     def argv(server: str, app: str, port: int, threads: int, workers: int) -> list[str]:
         if server in ("tricorn", "before"):
@@ -45,9 +51,11 @@ def commands(cert: tuple[str, str] | None = None) -> Argv:
         if server == "granian":
             tls = ["--ssl-certificate", cert[0], "--ssl-keyfile", cert[1]] if cert else []
             return [str(BIN / "granian"), "--interface", "asgi", "--workers", str(workers), "--loop", "uvloop",
-                    "--port", str(port), "--no-ws", "--log-level", "warning", *tls, app]
+                    "--port", str(port), *([] if websocket else ["--no-ws"]), "--log-level", "warning", *tls, app]
         tls = ["--ssl-certfile", cert[0], "--ssl-keyfile", cert[1]] if cert else []
-        return [PY, "-m", "uvicorn", "--http", "httptools", "--loop", "uvloop", "--no-access-log",
+        # websockets-sansio: the protocol library tricorn uses too
+        return [PY, "-m", "uvicorn", "--http", "httptools", "--loop", "uvloop", "--ws", "websockets-sansio",
+                "--no-access-log",
                 "--log-level", "warning", "--workers", str(workers), "--port", str(port), *tls, app]
 
     return argv
@@ -91,7 +99,9 @@ def main() -> None:
                      scheme="https", against=against)
         else:
             wrk_args = ["-H", "Connection: close"] if name == "close" else []
-            case(name, APPS[name], servers, 64, 1, workers, args, commands(), wrk_args=wrk_args, against=against)
+            case(name, APPS[name], servers, 64, 1, workers, args, commands(websocket=name in MESSAGE_SIZES),
+                 wrk_args=wrk_args, against=against,
+                 message_size=MESSAGE_SIZES.get(name))
 
 
 if __name__ == "__main__":

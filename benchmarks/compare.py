@@ -81,14 +81,15 @@ def server_command(kind: str, app: str, extra: list[str], port: int) -> list[str
     return [*taskset, sys.executable, "-m", "uvicorn", *extra[1:], "--port", str(port), app]
 
 
-def wait_ready(port: int, timeout: float = 15.0, scheme: str = "http") -> None:
+def wait_ready(port: int, timeout: float = 15.0, scheme: str = "http", status: bytes = b" 200") -> None:
+    """Until the server answers (with `status`; b"" for any: a WebSocket-only app answers 500)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
                 s = UNVERIFIED.wrap_socket(raw) if scheme == "https" else raw
                 s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if s.recv(100).startswith(b"HTTP/1.1 200"):
+                if s.recv(100).startswith(b"HTTP/1.1" + status):
                     return
         except OSError:
             time.sleep(0.05)

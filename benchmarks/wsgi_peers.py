@@ -21,11 +21,13 @@ Run by hand (never in CI):  python benchmarks/wsgi_peers.py [CASE ...] --rounds 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -70,23 +72,36 @@ Argv = Callable[[str, str, int, int, int], list[str]]
 
 def run(
     server: str, app: str, connections: int, threads: int, workers: int, duration: int, baseline: Path | None,
-    command_of: Argv = argv, scheme: str = "http", wrk_args: Sequence[str] = (),
+    command_of: Argv = argv, scheme: str = "http", wrk_args: Sequence[str] = (), message_size: int | None = None,
 ) -> tuple[float, float, float]:
-    """One server under wrk: (req/s, µs of server CPU per request, p99 ms)."""
+    """One server under wrk, or with `message_size` under `tricorn bench ws://` echoing messages of
+    that size: (requests or round trips per second, µs of server CPU per one, p99 ms)."""
     port = free_port()
     pinned = workers == 1
     command = command_of(server, app, port, threads, workers)
     if pinned:
         command = ["taskset", "-c", SERVER_CPU, *command]
-    with running(command, cwd=baseline if server == "before" and baseline else ROOT) as proc:
-        wait_ready(port, timeout=30, scheme=scheme)
-        load = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *wrk_args,
-                f"{scheme}://127.0.0.1:{port}/"]
+    with running(command, cwd=baseline if server == "before" and baseline else ROOT) as proc, \
+            tempfile.TemporaryDirectory() as tmp:
+        wait_ready(port, timeout=30, scheme=scheme, status=b"" if message_size is not None else b" 200")
+        if message_size is None:
+            load = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *wrk_args,
+                    f"{scheme}://127.0.0.1:{port}/"]
+        else:
+            load = [PY, "-m", "tricorn", "bench", f"{'wss' if scheme == 'https' else 'ws'}://127.0.0.1:{port}/",
+                    "-c", str(connections), "-d", f"{duration}s", "--message-size", str(message_size), "-q",
+                    "--json", f"{tmp}/bench.json", *(["-k"] if scheme == "https" else [])]
         if pinned:
             load = ["taskset", "-c", LOAD_CPU, *load]
         before = tree_cpu_s(proc.pid)
         out = subprocess.run(load, capture_output=True, text=True, check=True).stdout
         cpu = tree_cpu_s(proc.pid) - before
+        if message_size is not None:
+            summary = json.loads(Path(f"{tmp}/bench.json").read_text())
+            if summary["error_count"]:
+                print(f"    {server}: tricorn bench reported {summary['errors']}", flush=True)
+            done = summary["answered"]
+            return done / summary["elapsed_s"], cpu / max(1, done) * 1e6, summary["latency_ms"]["p99"]
     requests = int(re.search(r"(\d+) requests in", out)[1])
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     if errors:
@@ -98,13 +113,13 @@ def run(
 
 def case(name: str, app: str, servers: list[str], connections: int, threads: int, workers: int,
          args: argparse.Namespace, command_of: Argv = argv, scheme: str = "http", wrk_args: Sequence[str] = (),
-         against: Sequence[str] = ("granian",)) -> None:
+         against: Sequence[str] = ("granian",), message_size: int | None = None) -> None:
     """Every server in turn, rotated each round; the medians, and tricorn's ratio to each of `against`."""
     results: dict[str, list[tuple[float, float, float]]] = {s: [] for s in servers}
     for round_number in range(args.rounds):
         for server in servers[round_number % len(servers):] + servers[:round_number % len(servers)]:  # rotated
             results[server].append(run(server, app, connections, threads, workers, args.duration, args.baseline,
-                                       command_of, scheme, wrk_args))
+                                       command_of, scheme, wrk_args, message_size))
     peers = {p: statistics.median(r[0] for r in results[p]) for p in against if p in results}
     for server in servers:
         rps = statistics.median(r[0] for r in results[server])
