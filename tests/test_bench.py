@@ -463,6 +463,9 @@ def test_websocket_round_trips_are_exact_against_tricorn(serve, tmp_path, size: 
     assert result["answered"] == 2000 == result["requests"] and result["error_count"] == 0, result
     assert result["websocket"]["round_trips"] == 2000 and result["websocket"]["close_codes"] == {}
     assert result["bytes"] >= 2000 * size  # every echo came back whole
+    # and each connection said goodbye with a close frame, as a leaving client does (not a dropped 1006)
+    server.wait_for(lambda: len(server.records()) == 8, what="the app to hear of all 8 closes")
+    assert server.records() == ["disconnect-1000"] * 8, server.records()
 
 
 def test_wss_with_a_trusted_ca(serve, tls_files, tmp_path) -> None:

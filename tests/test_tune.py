@@ -4,6 +4,7 @@ the assertions are the ones theory makes, not timings."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -642,8 +643,10 @@ def test_a_websocket_echo_is_tuned_in_round_trips(tmp_path: Path) -> None:
     passed = [s for t in data["trials"] for s in t["steps"] if s["passed"]]
     assert passed and all(s["requests"] > 0 and not s["errors"] for s in passed), passed
     assert all(t["url"].startswith("ws://127.0.0.1:") for t in data["trials"] if t["status"] == "ok"), data
-    sessions = record.read_text().split()  # a step's end drops its connections: 1006
-    assert len(sessions) >= 64 and all(s.startswith("disconnect-") for s in sessions), set(sessions)
+    # Each step's end closes its connections with a close frame (1000); one still upgrading is dropped (1006).
+    sessions = record.read_text().split()
+    assert len(sessions) >= 64 and set(sessions) <= {"disconnect-1000", "disconnect-1006"}, set(sessions)
+    assert sessions.count("disconnect-1000") > sessions.count("disconnect-1006"), collections.Counter(sessions)
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -22,6 +22,7 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 FRAMES = 256  # message variants encoded ahead of time, each with its own mask and payload
 ECHOED = 101  # the status an echo counts under: the connection's, Switching Protocols
 CLOSE, PING, PONG = 8, 9, 10
+NORMAL_CLOSURE = struct.pack("!H", 1000)
 
 
 def scenario(size: int) -> Scenario:
@@ -127,6 +128,17 @@ class WebSocketConnection(Connection):
                 self.transport.write(frame(PONG, payload, os.urandom(4)))
             elif opcode != PONG and final and self.busy:
                 self._complete(ECHOED)
+
+    def close(self) -> None:
+        """An upgraded connection closes as a client that leaves does: a close frame (1000) first,
+        then the TCP connection once it is written; the server sees a normal closure, not 1006."""
+        transport = self.transport
+        if self.upgraded and not self.dead and transport is not None and not transport.is_closing():
+            self.dead = True
+            transport.write(frame(CLOSE, NORMAL_CLOSURE, os.urandom(4)))
+            transport.close()
+            return
+        super().close()
 
     def _lost(self, exc: Exception | None) -> None:
         self.dead = True
