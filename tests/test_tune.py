@@ -611,6 +611,14 @@ def test_a_cgroup_v2_without_delegated_controllers_is_said_so(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.slice", "cgroup.controllers"]  # probes removed
 
 
+def check_answered_over(data: dict[str, Any], scheme: str) -> None:
+    """A recommendation, every passed step answered without error, every trial's load sent to `scheme`."""
+    assert data["recommendation"]["throughput"] > 0, data
+    passed = [s for t in data["trials"] for s in t["steps"] if s["passed"]]
+    assert passed and all(s["requests"] > 0 and not s["errors"] for s in passed), passed
+    assert all(t["url"].startswith(f"{scheme}://127.0.0.1:") for t in data["trials"] if t["status"] == "ok"), data
+
+
 def test_a_server_that_speaks_tls_is_tuned_over_https(tmp_path: Path) -> None:
     """The trial server gets a certificate (tricorn options after --): tune finds that it speaks TLS
     and offers its load over HTTPS (a TLS-only server answers nothing in plain text)."""
@@ -620,29 +628,18 @@ def test_a_server_that_speaks_tls_is_tuned_over_https(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     issued.cert_chain_pems[0].write_to_path(str(cert))
     issued.private_key_pem.write_to_path(str(key))
-    out = tmp_path / "tune.json"
-    result = tune("tls_apps:asgi", "--workers", "1", "--step", "2s", "--budget", "45s", "--json", str(out),
-                  "--", "--certfile", str(cert), "--keyfile", str(key))
-    assert result.returncode == 0, result.stdout + result.stderr
-    data = json.loads(out.read_text())
-    assert data["recommendation"]["throughput"] > 0, data
-    passed = [s for t in data["trials"] for s in t["steps"] if s["passed"]]
-    assert passed and all(s["requests"] > 0 and not s["errors"] for s in passed), passed
-    assert all(t["url"].startswith("https://127.0.0.1:") for t in data["trials"] if t["status"] == "ok"), data
+    data = tuned(tmp_path, "tls_apps:asgi", "--workers", "1", "--step", "2s", "--budget", "45s",
+                 "--", "--certfile", str(cert), "--keyfile", str(key))
+    check_answered_over(data, "https")
 
 
 def test_a_websocket_echo_is_tuned_in_round_trips(tmp_path: Path) -> None:
     """--websocket: every connection upgrades once and echoes; the app sees WebSocket sessions
     (each one's disconnect recorded), not plain GETs."""
-    out, record = tmp_path / "tune.json", tmp_path / "record"
-    result = tune("ws_apps:echo", "--websocket", "--message-size", "64", "--workers", "1", "--step", "1s",
-                  "--budget", "30s", "--json", str(out), env={"TEST_RECORD_FILE": str(record)})
-    assert result.returncode == 0, result.stdout + result.stderr
-    data = json.loads(out.read_text())
-    assert data["recommendation"]["throughput"] > 0, data
-    passed = [s for t in data["trials"] for s in t["steps"] if s["passed"]]
-    assert passed and all(s["requests"] > 0 and not s["errors"] for s in passed), passed
-    assert all(t["url"].startswith("ws://127.0.0.1:") for t in data["trials"] if t["status"] == "ok"), data
+    record = tmp_path / "record"
+    data = tuned(tmp_path, "ws_apps:echo", "--websocket", "--message-size", "64", "--workers", "1", "--step", "1s",
+                 "--budget", "30s", env={"TEST_RECORD_FILE": str(record)})
+    check_answered_over(data, "ws")
     # Each step's end closes its connections with a close frame (1000); one still upgrading is dropped (1006).
     sessions = record.read_text().split()
     assert len(sessions) >= 64 and set(sessions) <= {"disconnect-1000", "disconnect-1006"}, set(sessions)
