@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..bench.command import tls_context
 from ..bench.engine import Load, Watch
 from ..bench.runner import Collector, Plan, fell_behind, run_processes, summarize
 from ..bench.scenario import Scenario, Target
+from .server_process import UNVERIFIED
 
 
 class LoadEngine(Protocol):
@@ -24,9 +24,7 @@ class BuiltinEngine:
         self.procs = procs
 
     def measure(self, target: Target, scenario: Scenario, load: Load, watch: Watch | None = None) -> dict[str, Any]:
-        # A trial's server is our own child on 127.0.0.1: its certificate is not what is measured.
-        tls = tls_context(target, None, insecure=True) if target.secure else None
-        plan = Plan(target, scenario, load, self.procs, watch, tls)
+        plan = Plan(target, scenario, load, self.procs, watch, UNVERIFIED if target.secure else None)
         collector = Collector(plan.procs, None)
         run_processes(plan, collector)
         summary = summarize(plan, collector)

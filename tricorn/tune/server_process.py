@@ -26,10 +26,12 @@ from .limits import Limit
 from .model import TrialError
 from .procfs import ticks
 
-# The server under test is our own child on 127.0.0.1, serving whatever certificate it was given.
-UNVERIFIED = ssl.create_default_context()
+# The server under test is our own child on 127.0.0.1, serving whatever certificate it was given:
+# trusted as it is (no CA bundle loaded), for the readiness probe and every trial's load alike.
+UNVERIFIED = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 UNVERIFIED.check_hostname = False
 UNVERIFIED.verify_mode = ssl.CERT_NONE
+UNVERIFIED.set_alpn_protocols(["http/1.1"])
 
 
 def _answers(port: int, request: bytes, timeout: float, tls: ssl.SSLContext | None) -> bool:
