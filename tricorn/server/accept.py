@@ -82,8 +82,7 @@ class Acceptor:
         self.sock.close()
 
     def _accept(self) -> None:
-        threaded = self.state.threads > 0
-        if threaded and self.state.threads_busy():
+        if self.state.threads_busy():
             self.state.accept_paused = True  # until thread_freed() starts the acceptors again
             self.pause()
             return
@@ -102,7 +101,7 @@ class Acceptor:
         # would all be accepted before the first request is read. Not one that has sent nothing
         # (with TCP_DEFER_ACCEPT: for a second already), nor, once its first bytes are read, one
         # whose request is not complete (connection.py settles it): those may never send one.
-        fresh = threaded and _has_data(client)
+        fresh = self.state.threads > 0 and _has_data(client)
         connection = HttpConnection(self.state, fresh=fresh)
         if fresh:
             self.state.starting += 1

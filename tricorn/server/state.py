@@ -115,8 +115,9 @@ class ServerState:
         self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
 
     def threads_busy(self) -> bool:
-        """Whether every thread has a request, or one on its way (accept.py)."""
-        return self.busy_threads() + self.starting >= self.threads
+        """Whether every thread has a request, or one on its way (accept.py); never for a worker
+        without threads (ASGI)."""
+        return self.threads > 0 and self.busy_threads() + self.starting >= self.threads
 
     def thread_freed(self) -> None:
         if not self.threads_busy():
