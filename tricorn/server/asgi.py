@@ -28,8 +28,8 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
 ERROR_BODY = b"Internal Server Error\n"
-TASK_NAME = "tricorn: ASGI request"
 ERROR_BODIES = {500: ERROR_BODY, 504: b"Gateway Timeout: the app took longer than --request-timeout\n"}
+TASK_NAME = "tricorn: ASGI request"
 
 
 class ASGIProtocolError(Exception):
