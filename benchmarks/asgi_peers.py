@@ -23,14 +23,13 @@ Run by hand (never in CI):  python benchmarks/asgi_peers.py [CASE ...] --rounds 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wsgi_peers import BIN, PY, Argv, case
+from wsgi_peers import BIN, PY, Argv, arguments, case
 
 APPS = {"hello": "benchmarks.apps:asgi_hello", "fastapi-def": "benchmarks.frameworks:fastapi_json",
         "fastapi-async": "benchmarks.frameworks:fastapi_async", "starlette": "benchmarks.frameworks:starlette_plain",
@@ -70,20 +69,7 @@ def pkcs8(pem: bytes) -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cases", nargs="*", default=list(APPS), help=", ".join(APPS))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=8)
-    parser.add_argument("--servers", default="tricorn,uvicorn,granian",
-                        help="a comma-separated list of tricorn, uvicorn, granian, before")
-    parser.add_argument("--baseline", type=Path, metavar="DIR",
-                        help='the server "before" is tricorn from this checkout (git worktree add DIR HEAD~1)')
-    args = parser.parse_args()
-    if "before" in args.servers and not args.baseline:
-        parser.error('the server "before" needs --baseline DIR')
-    unknown = set(args.cases) - set(APPS)
-    if unknown:
-        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(APPS)}")
+    args = arguments(__doc__, list(APPS), "tricorn,uvicorn,granian")
     servers = args.servers.split(",")
     against = ("uvicorn", "granian", "before")
     for name in args.cases:

@@ -130,18 +130,26 @@ def case(name: str, app: str, servers: list[str], connections: int, threads: int
               flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cases", nargs="*", default=["hello", "flask", "django", "sleep", "hello-2w", "sweep"])
+def arguments(doc: str | None, cases: list[str], servers: str) -> argparse.Namespace:
+    """The options both peers scripts take; unknown cases are refused."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cases", nargs="*", default=cases, help=", ".join(cases))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=8)
-    parser.add_argument("--servers", default="tricorn,granian,gunicorn",
-                        help="a comma-separated list of tricorn, granian, gunicorn, before")
+    parser.add_argument("--servers", default=servers, help=f"a comma-separated list of {servers}, before")
     parser.add_argument("--baseline", type=Path, metavar="DIR",
                         help='the server "before" is tricorn from this checkout (git worktree add DIR HEAD~1)')
     args = parser.parse_args()
     if "before" in args.servers and not args.baseline:
         parser.error('the server "before" needs --baseline DIR')
+    unknown = set(args.cases) - set(cases)
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(cases)}")
+    return args
+
+
+def main() -> None:
+    args = arguments(__doc__, ["hello", "flask", "django", "sleep", "hello-2w", "sweep"], "tricorn,granian,gunicorn")
     servers = args.servers.split(",")
     for name in args.cases:
         if name in ("hello", "flask", "django"):
@@ -155,8 +163,6 @@ def main() -> None:
                 for threads in (1, 2, 4, 8, 32):
                     case(f"{app} {threads} threads", APPS[app], [s for s in servers if s != "gunicorn"],
                          256 if app == "sleep" else 64, threads, 1, args)
-        else:
-            parser.error(f"unknown case {name}")
 
 
 if __name__ == "__main__":
