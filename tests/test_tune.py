@@ -5,6 +5,7 @@ the assertions are the ones theory makes, not timings."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -355,11 +356,18 @@ def _sockets_of(pids: list[int]) -> int:
     return count
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT to its default, so that Python turns it into KeyboardInterrupt
+    even when this run inherited it ignored (pytest started as a shell's background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_trial_and_every_server(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
     marker = "examples.tuning:io_wsgi"
     process = subprocess.Popen([sys.executable, "-m", "tricorn", "tune", marker, "--step", "2s", "--json", str(out)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 30
         while not _servers_of(marker) and time.monotonic() < deadline:
@@ -374,6 +382,9 @@ def test_ctrl_c_stops_the_trial_and_every_server(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+            for pid in _servers_of(marker):  # the tuner's own sessions: a killed tuner leaves them
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "trials" in stdout, stdout + stderr
     assert json.loads(out.read_text())["trials"][0]["status"] == "interrupted"
