@@ -95,6 +95,12 @@ def test_exception_after_the_response_started_closes_the_connection(serve) -> No
         ("/body-before-start", "expected 'http.response.start' first, got 'http.response.body'"),
         ("/str-body", "body must be bytes, got str"),
         ("/str-status", "invalid status code '200'; expected an int from 100 to 999"),
+        # the values an app hands us, checked with our message in the mypyc build too (not TypeError)
+        ("/none-status", "invalid status code None"),
+        ("/str-header-name", "invalid header name 'x-a'"),
+        ("/str-header-value", "has a value of type str; expected bytes"),
+        ("/headers-not-pairs", "headers must be an iterable of (name, value) pairs, got 5"),
+        ("/not-a-dict", "expected 'http.response.start' first, got None"),
         ("/no-response", "returned without sending 'http.response.start'"),
         ("/bad-header", "has a CR, LF or NUL in its value"),
         ("/too-long", "more body than its content-length"),  # found before the head was written

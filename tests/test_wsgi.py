@@ -125,6 +125,11 @@ def test_exception_is_a_500_with_a_traceback(serve) -> None:
         ("/none", "returned None"),
         ("/str-chunk", "gave str, not bytes"),
         ("/bad-status", "invalid status 'OK'"),
+        # the values an app hands us, checked with our message in the mypyc build too (not TypeError)
+        ("/int-status", "invalid status 200"),
+        ("/bytes-headers", "is not a pair of str"),
+        ("/headers-not-pairs", "invalid response headers"),
+        ("/write-str", "write() takes bytes, got str"),
         ("/no-start", "without calling start_response()"),
     ],
 )

@@ -87,6 +87,20 @@ async def app(scope, receive, send):
     elif path == "/str-status":
         await send({"type": "http.response.start", "status": "200", "headers": []})
         await send({"type": "http.response.body", "body": b"x"})
+    elif path == "/none-status":
+        await send({"type": "http.response.start", "headers": []})
+        await send({"type": "http.response.body", "body": b"x"})
+    elif path == "/str-header-name":
+        await send({"type": "http.response.start", "status": 200, "headers": [("x-a", b"b")]})
+        await send({"type": "http.response.body", "body": b"x"})
+    elif path == "/str-header-value":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", "b")]})
+        await send({"type": "http.response.body", "body": b"x"})
+    elif path == "/headers-not-pairs":
+        await send({"type": "http.response.start", "status": 200, "headers": 5})
+        await send({"type": "http.response.body", "body": b"x"})
+    elif path == "/not-a-dict":
+        await send([("type", "http.response.start")])
     elif path == "/str-body":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": "not bytes"})

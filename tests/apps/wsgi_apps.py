@@ -160,6 +160,18 @@ def unvalidated(environ, start_response):
     if path == "/bad-status":
         start_response("OK", [])
         return [b"x"]
+    if path == "/int-status":
+        start_response(200, [])
+        return [b"x"]
+    if path == "/bytes-headers":
+        start_response("200 OK", [(b"X-A", b"b")])
+        return [b"x"]
+    if path == "/headers-not-pairs":
+        start_response("200 OK", 5)
+        return [b"x"]
+    if path == "/write-str":
+        start_response("200 OK", [])("text, not bytes")
+        return []
     if path == "/exc-info":
         try:
             raise ValueError("handled")

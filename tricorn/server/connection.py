@@ -294,7 +294,7 @@ class HttpConnection(asyncio.Protocol):
 
     # the adapter's side --------------------------------------------------------------------
 
-    def send_start(self, status: int, headers: Any, body: bytes, more_body: bool) -> None:
+    def send_start(self, status: Any, headers: Any, body: bytes, more_body: bool) -> None:
         """Head and first body piece; raises h1.ResponseError for a response HTTP cannot carry."""
         data = self.response.start(status, headers, body, more_body)  # type: ignore[union-attr]
         if not self.closed:

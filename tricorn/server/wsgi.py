@@ -307,7 +307,7 @@ class WSGICycle:
             if self.failed:
                 return
             if start:
-                self.conn.send_start(self.status, self.headers, data, more_body)  # type: ignore[arg-type]
+                self.conn.send_start(self.status, self.headers, data, more_body)
             else:
                 self.conn.send_body(data, more_body)
         except ResponseError as exc:
@@ -374,7 +374,7 @@ class WSGICycle:
         return (self.queued > HIGH_WATER or self.conn.write_paused) and not self.disconnected and not self.failed
 
     def start_response(
-        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        self, status: Any, headers: Any, exc_info: Any = None
     ) -> Callable[[bytes], None]:
         if exc_info is not None:
             try:
@@ -400,7 +400,7 @@ class WSGICycle:
         self.headers = encoded
         return self.write
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Any) -> None:
         if self.status is None:
             raise WSGIProtocolError("write() called before start_response()")
         if data.__class__ is not bytes:
