@@ -49,8 +49,8 @@ class ASGI2App:
     def __init__(self, app: Callable[[Scope], Callable[[Receive, Send], Awaitable[None]]]) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope)(receive, send)
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        return self.app(scope)(receive, send)  # the instance's own awaitable: its stack is the app's
 
 
 class ASGIAdapter:
@@ -75,6 +75,7 @@ class ASGIAdapter:
 class HttpCycle:
     __slots__ = (
         "app",
+        "app_call",
         "body_done",
         "buffered",
         "chunks",
@@ -134,6 +135,9 @@ class HttpCycle:
         self.status: Any = 0
         self.headers: Any = ()
         self.task: asyncio.Task[None] | None = None
+        # What the task awaits: the app's coroutine, where its stack starts (overdue.py); the task's
+        # own coroutine, run() below, has no Python frame in the mypyc build.
+        self.app_call: Awaitable[None] | None = None
 
     # connection → cycle ----------------------------------------------------------------------
 
@@ -234,7 +238,8 @@ class HttpCycle:
         if self.conn.server.metrics:  # the queue wait
             self.conn.queue_wait = monotonic() - self.conn.started_at
         try:
-            await self.app(self.scope, self.receive, self.send)
+            self.app_call = self.app(self.scope, self.receive, self.send)
+            await self.app_call
         except asyncio.CancelledError:
             if self.expired:  # our own cancellation: the task ends here
                 self._fail(None, 504)

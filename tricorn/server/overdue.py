@@ -89,9 +89,10 @@ class RequestWatch:
 
 
 def _task_stack(cycle: HttpCycle) -> str:
-    """Where the app's task waits: each coroutine down the chain of awaits, outermost first."""
+    """Where the app's task waits: each coroutine down the chain of awaits from the app's own,
+    outermost first."""
     frames: list[tuple[FrameType, int]] = []
-    awaited: Any = cycle.task.get_coro() if cycle.task is not None else None
+    awaited: Any = cycle.app_call
     while awaited is not None and len(frames) < 200:
         frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
         if frame is None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from ..stats import MasterLink
+from .asgi import HttpCycle
 from .h1 import Request
 from .state import ServerState
 
@@ -95,7 +96,7 @@ class Watchdog:
         self.state.stats.loop_blocks += 1
         frame = sys._current_frames().get(self._loop_thread)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
-        where = _request_on(frame)
+        where = _request_on(frame) or self._request_of_current_task()
         logger.warning("Event loop blocked for %.3fs so far (--block-warn %gs)%s; its stack:\n%s",
                        late, self.block_warn, f", serving {where}" if where else "", stack.rstrip("\n"))
 
@@ -117,13 +118,24 @@ class Watchdog:
             label = names.get(ident, str(ident))
             if ident == self._loop_thread:
                 label += " (event loop)"
-                where = _request_on(frame)
+                where = _request_on(frame) or self._request_of_current_task()
             else:
                 where = requests.get(ident, "")
             if where:
                 label += f", serving {where}"
             parts.append(f"Thread {label}:\n" + "".join(traceback.format_stack(frame)))
         return "\n".join(parts)
+
+    def _request_of_current_task(self) -> str:
+        """The request whose task the loop runs now: found from the task when no frame on the
+        stack holds it (in the mypyc build the cycle's frames are compiled away)."""
+        task = asyncio.current_task(self.loop)
+        if task is not None:
+            for conn in list(self.state.connections):
+                cycle = getattr(conn, "cycle", None)
+                if isinstance(cycle, HttpCycle) and cycle.task is task:
+                    return cycle.request.describe()
+        return ""
 
 
 def _request_on(frame: FrameType | None) -> str:
