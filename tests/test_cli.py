@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -172,8 +173,18 @@ def test_help_lists_env_names_and_defaults() -> None:
     assert "--access-log, --no-access-log" in result.stdout
 
 
-def test_version() -> None:
-    assert tricorn("--version").stdout.startswith("tricorn 0.")
+def test_version_names_the_build_that_runs() -> None:
+    from tricorn.server import h1
+
+    compiled = not h1.__file__.endswith(".py")
+    out = tricorn("--version").stdout
+    assert out.startswith("tricorn 0.") and out.strip().endswith(
+        "(compiled with mypyc)" if compiled else "(pure Python)"), out
+    # CI's second pass, on the mypyc build (.ci/run), says so: a build that silently fell back to the
+    # Python source would pass every other test.
+    expected = os.environ.get("EXPECT_TRICORN_BUILD")
+    if expected is not None:
+        assert expected == ("compiled" if compiled else "pure"), f"this run is not on the {expected} build"
 
 
 def test_pid_file_is_written_and_removed(serve, tmp_path) -> None:

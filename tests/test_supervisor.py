@@ -126,6 +126,7 @@ def test_a_wsgi_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_
     assert server.stop() == 0
 
 
+@pytest.mark.needs_idle_cores  # with the cores busy, one worker may not run at all during a burst
 def test_a_burst_of_connections_spreads_over_the_asgi_workers(serve) -> None:
     """accept.py: without it, the ASGI worker that wakes first takes a whole burst (61 of 64 and
     64 of 64 were seen), and keeps it for as long as the clients keep their connections."""

@@ -59,8 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(*meta.flags, **kwargs)
     parser.add_argument("--print-config", action="store_true", default=False,
                         help="print the merged configuration and where each value came from, then exit")
-    parser.add_argument("--version", action="version", version=f"tricorn {__version__}")
+    parser.add_argument("--version", action="version", version=f"tricorn {__version__} ({build()})")
     return parser
+
+
+def build() -> str:
+    """Which build runs the request path: the default Python source or the opt-in mypyc one (setup.py)."""
+    from .server import h1
+
+    return "pure Python" if h1.__file__.endswith(".py") else "compiled with mypyc"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

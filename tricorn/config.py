@@ -421,8 +421,9 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config
 FILE_KEYS = {name for name in SETTINGS if name not in ("app", "config")}
 
 
-# TRICORN_* variables that are not settings: TRICORN_CGROUP_ROOT (host/resources.py), TRICORN_RELOADER_CHILD.
-NOT_SETTINGS = {"cgroup_root", "reloader_child"}
+# TRICORN_* variables that are not settings: TRICORN_CGROUP_ROOT (host/resources.py), TRICORN_RELOADER_CHILD,
+# TRICORN_MYPYC (the build's, setup.py: left set in an environment that built tricorn).
+NOT_SETTINGS = {"cgroup_root", "reloader_child", "mypyc"}
 
 
 def env_name(name: str) -> str:

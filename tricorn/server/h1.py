@@ -132,6 +132,8 @@ Event = Request | Data | EndOfMessage | ProtocolError
 class RequestParser:
     """Bytes in, events out, for one connection's requests."""
 
+    __deletable__ = ("_parser",)  # close() deletes it; a mypyc-compiled class must be told
+
     def __init__(
         self,
         limit_request_line: int = 8190,

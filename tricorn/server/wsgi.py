@@ -525,10 +525,8 @@ class WSGICycle:
             else:
                 self.loop.call_later(0.001, check)
 
-        while True:
-            with self.lock:
-                if self.queued == 0 or self.disconnected:
-                    break
+        with self.lock:
+            while not (self.queued == 0 or self.disconnected):
                 self._wait()
         self.loop.call_soon_threadsafe(check)
         drained.wait()
