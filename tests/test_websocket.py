@@ -139,6 +139,7 @@ def test_denial_response_refusal_and_app_errors(serve) -> None:
 
     deny = serve("ws_apps:deny")
     assert run(status_of(deny)) == (401, b"no entry")
+    assert run(status_of(serve("ws_apps:deny_loosely"))) == (401, b"no entry")
     refuse = serve("ws_apps:refuse")
     assert run(status_of(refuse))[0] == 403
     crash = serve("ws_apps:crash")

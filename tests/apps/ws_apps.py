@@ -57,6 +57,16 @@ async def deny(scope, receive, send):
     await send({"type": "websocket.http.response.body", "body": b"entry"})
 
 
+async def deny_loosely(scope, receive, send):
+    """The denial with more_body as 1 and 0: truthy and falsy values, as http.response.body takes."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+    await send({"type": "websocket.http.response.body", "body": b"no ", "more_body": 1})
+    await send({"type": "websocket.http.response.body", "body": b"entry", "more_body": 0})
+
+
 async def refuse(scope, receive, send):
     """Closes before accepting: a 403."""
     if scope["type"] != "websocket":

@@ -224,7 +224,7 @@ class WebSocketSession:
                 self.conn.response.keep_alive = False
             self.conn.send_start(message["status"], message.get("headers", []), b"", True)
         elif kind == "websocket.http.response.body" and self.denied and not self.closed:
-            more = message.get("more_body", False)
+            more = bool(message.get("more_body", False))  # any truthy value, as for http.response.body
             if not more:
                 self._end_http()
             self.conn.send_body(message.get("body", b""), more)
