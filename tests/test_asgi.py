@@ -38,8 +38,9 @@ def test_lifespan_startup_and_shutdown_run(serve) -> None:
     assert server.records() == ["startup", "shutdown"]
 
 
-def test_lifespan_startup_failure_stops_the_server(serve) -> None:
-    server = serve("asgi_apps:failing_startup")
+@pytest.mark.parametrize("app", ["asgi_apps:failing_startup", "asgi_apps:failing_startup_with_an_exception"])
+def test_lifespan_startup_failure_stops_the_server(serve, app: str) -> None:
+    server = serve(app)
     assert server.wait() == 3
     assert "Application startup failed: database unreachable" in server.stderr
 

@@ -164,6 +164,15 @@ async def failing_startup(scope, receive, send):
     await echo(scope, receive, send)
 
 
+async def failing_startup_with_an_exception(scope, receive, send):
+    """The failure's message given as an exception, not the str the spec asks for."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": ConnectionError("database unreachable")})
+        return
+    await echo(scope, receive, send)
+
+
 async def raising_lifespan(scope, receive, send):
     """An app that does not speak lifespan: 'auto' must carry on, 'on' must fail."""
     if scope["type"] == "lifespan":

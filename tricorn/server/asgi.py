@@ -340,12 +340,12 @@ class Lifespan:
         if kind == "lifespan.startup.complete":
             self._started.set()
         elif kind == "lifespan.startup.failed":
-            self._failure = message.get("message") or "lifespan.startup.failed"
+            self._failure = str(message.get("message") or "lifespan.startup.failed")  # an app may give an exception
             self._started.set()
         elif kind == "lifespan.shutdown.complete":
             self._stopped.set()
         elif kind == "lifespan.shutdown.failed":
-            self._failure = message.get("message") or "lifespan.shutdown.failed"
+            self._failure = str(message.get("message") or "lifespan.shutdown.failed")
             self._stopped.set()
         else:
             raise ASGIProtocolError(f"unexpected lifespan message {kind!r}")
