@@ -18,6 +18,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
+from .conftest import exchange
+
 HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
@@ -140,6 +142,11 @@ def test_denial_response_refusal_and_app_errors(serve) -> None:
     deny = serve("ws_apps:deny")
     assert run(status_of(deny)) == (401, b"no entry")
     assert run(status_of(serve("ws_apps:deny_loosely"))) == (401, b"no entry")
+    text = serve("ws_apps:deny_with_text")  # a str body after the head: the connection closes, logged
+    responses, closed = exchange(text.port, HANDSHAKE, half_close=False)
+    assert closed and responses[0].status == 401 and not responses[0].complete
+    text.stop()
+    assert "'websocket.http.response.body' body must be bytes, got str" in text.stderr
     refuse = serve("ws_apps:refuse")
     assert run(status_of(refuse))[0] == 403
     crash = serve("ws_apps:crash")

@@ -67,6 +67,15 @@ async def deny_loosely(scope, receive, send):
     await send({"type": "websocket.http.response.body", "body": b"entry", "more_body": 0})
 
 
+async def deny_with_text(scope, receive, send):
+    """A denial whose body is a str: the app broke the contract, and the log says how."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+    await send({"type": "websocket.http.response.body", "body": "no entry"})
+
+
 async def refuse(scope, receive, send):
     """Closes before accepting: a 403."""
     if scope["type"] != "websocket":

@@ -43,6 +43,14 @@ def decode_path(raw_path: bytes) -> str:
     return raw_path.decode("utf-8", "surrogateescape")
 
 
+def body_bytes(body: Any, kind: str) -> bytes:
+    """A body message's `body` whose class is not bytes, as bytes, or the error that says why it
+    cannot be: HTTP's and a WebSocket denial's alike (callers test for bytes first, the common case)."""
+    if not isinstance(body, (bytes, bytearray, memoryview)):  # a subclass of bytes too
+        raise ASGIProtocolError(f"{kind!r} body must be bytes, got {type(body).__name__}")
+    return bytes(body)
+
+
 class ASGI2App:
     """Runs an ASGI 2 app (scope → instance; await instance(receive, send)) as ASGI 3."""
 
@@ -213,9 +221,7 @@ class HttpCycle:
             raise ASGIProtocolError("sent 'http.response.body' after the response was complete")
         body = message.get("body", b"")
         if body.__class__ is not bytes:
-            if not isinstance(body, (bytes, bytearray, memoryview)):
-                raise ASGIProtocolError(f"'http.response.body' body must be bytes, got {type(body).__name__}")
-            body = bytes(body)
+            body = body_bytes(body, kind)
         more_body = bool(message.get("more_body", False))
         if not more_body:
             self.complete = True

@@ -34,7 +34,7 @@ except ImportError:  # a build without the C extension
     from websockets.utils import apply_mask
 
 from ..errors import ClientDisconnected
-from .asgi import ASGI_VERSION, decode_path
+from .asgi import ASGI_VERSION, body_bytes, decode_path
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -165,11 +165,15 @@ class WebSocketSession:
                 self._deny_plain(500, b"Internal Server Error")
             elif self.accepted:
                 self._close(1011, "")
+            elif not self.closed:  # a denial response begun and never finished: the client must not wait
+                self.conn.abort()
             return
         if not self.accepted and not self.denied:
             self._deny_plain(403, b"Forbidden")  # the app returned without accepting
         elif self.accepted and not self.closed:
             self._close(1000, "")
+        elif not self.closed:
+            self.conn.abort()
 
     # the app's side ---------------------------------------------------------------------------
 
@@ -224,10 +228,13 @@ class WebSocketSession:
                 self.conn.response.keep_alive = False
             self.conn.send_start(message["status"], message.get("headers", []), b"", True)
         elif kind == "websocket.http.response.body" and self.denied and not self.closed:
+            body = message.get("body", b"")
+            if body.__class__ is not bytes:
+                body = body_bytes(body, kind)
             more = bool(message.get("more_body", False))  # any truthy value, as for http.response.body
             if not more:
                 self._end_http()
-            self.conn.send_body(message.get("body", b""), more)
+            self.conn.send_body(body, more)
             if more:
                 await self.conn.drain()
         elif self.closed and kind in ("websocket.send", "websocket.accept"):
