@@ -14,7 +14,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-from .h1 import Request, ResponseError
+from .h1 import PERCENT, Request, ResponseError
 from .state import HIGH_WATER, ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class ASGIProtocolError(Exception):
 
 def decode_path(raw_path: bytes) -> str:
     """ASGI `path`: percent-escapes and UTF-8 decoded (undecodable bytes kept as surrogates)."""
-    if b"%" in raw_path:
+    if PERCENT in raw_path:
         raw_path = unquote_to_bytes(raw_path)
     return raw_path.decode("utf-8", "surrogateescape")
 
@@ -119,7 +119,7 @@ class HttpCycle:
             "scheme": request.scheme,
             "method": request.method.decode("ascii"),
             "root_path": root,
-            "path": root + decode_path(raw_path) if root or b"%" in raw_path
+            "path": root + decode_path(raw_path) if root or PERCENT in raw_path
             else raw_path.decode("utf-8", "surrogateescape"),
             "raw_path": adapter.raw_root_path + raw_path if root else raw_path,
             "query_string": request.query,

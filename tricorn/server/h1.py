@@ -24,16 +24,25 @@ import http
 import re
 import time
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
 from ..errors import ProtocolError
 
 __all__ = [
-    "END", "Data", "EndOfMessage", "Event", "ProtocolError", "Request", "RequestParser", "Response", "ResponseError",
-    "check_header", "error_response",
+    "END", "PERCENT", "UNDERSCORE", "Data", "EndOfMessage", "Event", "ProtocolError", "Request", "RequestParser",
+    "Response", "ResponseError", "check_header", "error_response",
 ]
+
+# Single bytes as the ints `byte in data` looks for with one memchr. A bytes operand (b"#" in data)
+# is first tried as an int, which raises and clears a TypeError on every test.
+CR: Final = ord("\r")
+HASH: Final = ord("#")
+LF: Final = ord("\n")
+NUL: Final = 0
+PERCENT: Final = ord("%")
+UNDERSCORE: Final = ord("_")
 
 
 class Data:
@@ -280,12 +289,12 @@ class RequestParser:
             return  # a trailer field: never merged into the headers the app saw
         if len(self._headers) >= self.limit_request_fields:
             raise ProtocolError(431, "Too many request header fields")
-        if b"_" in name:
+        if UNDERSCORE in name:
             # X_Forwarded_For would pass for X-Forwarded-For wherever names are mapped to CGI-style
             # keys (WSGI environ, Django's META): dropped, as gunicorn, Daphne and nginx do.
             return
         name = name.lower()
-        if value[-1:] in b" \t" and value:
+        if value and value[-1] in b" \t":
             value = value.rstrip(b" \t")  # RFC 9110 5.5: trailing whitespace is not part of the value
         self._headers.append((name, value))
         if name in _FRAMING:
@@ -346,9 +355,9 @@ class RequestParser:
             self._use_authority(rest[:slash], hosts == 1)
         else:
             raise ProtocolError(400, "Invalid request target")
-        if b"#" in path:
+        if HASH in path:
             path = path.partition(b"#")[0]
-        if b"#" in query:
+        if HASH in query:
             query = query.partition(b"#")[0]
 
         self._in_head = False
@@ -423,7 +432,7 @@ def check_header(name: Any, value: Any) -> None:
             _VALID_NAMES.add(name)
     if not isinstance(value, bytes):
         raise ResponseError(f"header {name!r} has a value of type {type(value).__name__}; expected bytes")
-    if b"\r" in value or b"\n" in value or b"\0" in value:
+    if CR in value or LF in value or NUL in value:
         raise ResponseError(f"header {name!r} has a CR, LF or NUL in its value")
 
 
@@ -513,7 +522,7 @@ class Response:
         # One scan of the whole head instead of three per value: a CR, LF or NUL inside a value
         # shows up as an extra line ending (response splitting).
         block = b"".join(parts)
-        if block.count(b"\n") != len(parts) or block.count(b"\r") != len(parts) or b"\0" in block:
+        if block.count(b"\n") != len(parts) or block.count(b"\r") != len(parts) or NUL in block:
             for name, value in pairs:
                 check_header(name, value)
         self.status = status

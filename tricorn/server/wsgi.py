@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from ..errors import ClientDisconnected
-from .h1 import Request, ResponseError, check_header
+from .h1 import PERCENT, UNDERSCORE, Request, ResponseError, check_header
 from .state import HIGH_WATER, WSGIApp
 
 if TYPE_CHECKING:
@@ -537,7 +537,7 @@ class WSGICycle:
         request = self.request
         conn = self.conn
         path = request.path
-        if b"%" in path:
+        if PERCENT in path:
             path = unquote_to_bytes(path)
         path_info = path.decode("latin-1")
         root = self.adapter.root_path
@@ -579,7 +579,7 @@ _ENVIRON_KEYS: dict[bytes, str] = {b"content-type": "CONTENT_TYPE", b"content-le
 def _environ_key(name: bytes) -> str:
     """The environ key of a (lowercased) request header name, cached; "" for none."""
     # HTTP_X_USER from "X_User" would pass for "X-User": dropped, as gunicorn does
-    key = "" if b"_" in name else "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+    key = "" if UNDERSCORE in name else "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
     if len(_ENVIRON_KEYS) < 1024:
         _ENVIRON_KEYS[name] = key
     return key
