@@ -4,7 +4,8 @@
 Each case runs every server in turn, the order rotated each round; one worker pinned to CPU 0 and wrk
 to CPU 1, except `hello-2w` (two workers, nothing pinned). Reports the median of the rounds for req/s,
 CPU time per request (the server's processes, from /proc) and wrk's p99, and tricorn's ratio to
-uvicorn and to granian. Access logs are off everywhere; every server runs uvloop.
+uvicorn and to granian. Access logs are off everywhere; every server runs uvloop. `floor` in
+--servers adds benchmarks/floor.py: the least a Python server can do per request.
 
   hello           benchmarks.apps:asgi_hello, wrk -c64
   fastapi-def     FastAPI JSON route, `def` (run on anyio's thread pool), -c64
@@ -29,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wsgi_peers import BIN, PY, Argv, arguments, case
+from wsgi_peers import BIN, PY, ROOT, Argv, arguments, case
 
 APPS = {"hello": "benchmarks.apps:asgi_hello", "fastapi-def": "benchmarks.frameworks:fastapi_json",
         "fastapi-async": "benchmarks.frameworks:fastapi_async", "starlette": "benchmarks.frameworks:starlette_plain",
@@ -44,6 +45,8 @@ def commands(cert: tuple[str, str] | None = None, websocket: bool = False) -> Ar
     support only for the WebSocket cases (--no-ws otherwise, its fastest HTTP)."""
 
     def argv(server: str, app: str, port: int, threads: int, workers: int) -> list[str]:
+        if server == "floor":  # plain HTTP, one process (benchmarks/floor.py)
+            return [PY, str(ROOT / "benchmarks" / "floor.py"), "asgi", app, str(port)]
         if server in ("tricorn", "before"):
             tls = ["--certfile", cert[0], "--keyfile", cert[1]] if cert else []
             return [PY, "-m", "tricorn", app, "-w", str(workers), "--port", str(port), "--no-access-log", *tls]
@@ -71,7 +74,7 @@ def pkcs8(pem: bytes) -> bytes:
 def main() -> None:
     args = arguments(__doc__, list(APPS), "tricorn,uvicorn,granian")
     servers = args.servers.split(",")
-    against = ("uvicorn", "granian", "before")
+    against = ("uvicorn", "granian", "before", "floor")
     for name in args.cases:
         workers = 2 if name == "hello-2w" else 1
         if name == "https":

@@ -5,7 +5,8 @@ Each case runs every server in turn, the order rotated each round (A B C, B C A,
 pinned to CPU 0 and wrk to CPU 1,
 except the `-2w` cases: two workers, nothing pinned (wrk shares the cores). Reports the median of
 the rounds for req/s, CPU time per request (the server's processes, from /proc, utime + stime over
-the requests wrk counted) and wrk's p99, and each server's ratio to granian.
+the requests wrk counted) and wrk's p99, and each server's ratio to granian. `floor` in --servers
+adds benchmarks/floor.py: the least a Python server can do per request.
 
   hello         benchmarks.apps:wsgi_hello, wrk -c64
   flask         Flask JSON route, -c64
@@ -44,6 +45,8 @@ APPS = {"hello": "benchmarks.apps:wsgi_hello", "flask": "benchmarks.frameworks:f
 
 
 def argv(server: str, app: str, port: int, threads: int, workers: int) -> list[str]:
+    if server == "floor":  # one thread, whatever the case's threads and workers (benchmarks/floor.py)
+        return [PY, str(ROOT / "benchmarks" / "floor.py"), "wsgi", app, str(port)]
     if server in ("tricorn", "before"):
         return [PY, "-m", "tricorn", app, "-w", str(workers), "--threads", str(threads), "--port", str(port),
                 "--no-access-log"]
@@ -113,7 +116,7 @@ def run(
 
 def case(name: str, app: str, servers: list[str], connections: int, threads: int, workers: int,
          args: argparse.Namespace, command_of: Argv = argv, scheme: str = "http", wrk_args: Sequence[str] = (),
-         against: Sequence[str] = ("granian",), message_size: int | None = None) -> None:
+         against: Sequence[str] = ("granian", "floor"), message_size: int | None = None) -> None:
     """Every server in turn, rotated each round; the medians, and tricorn's ratio to each of `against`."""
     results: dict[str, list[tuple[float, float, float]]] = {s: [] for s in servers}
     for round_number in range(args.rounds):
