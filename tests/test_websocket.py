@@ -164,6 +164,32 @@ def test_denial_response_refusal_and_app_errors(serve) -> None:
     crash.wait_for(lambda: "crashed after accepting" in crash.stderr, what="the traceback")
 
 
+@pytest.mark.parametrize(("path", "error"), [
+    ("/close-code-str", "'websocket.close' code must be an int, 1000-1003, 1007-1014 or 3000-4999, got '4000'"),
+    ("/close-code-reserved", "'websocket.close' code must be an int, 1000-1003, 1007-1014 or 3000-4999, got 1006"),
+    ("/close-reason-bytes", "'websocket.close' reason must be a str of at most 123 UTF-8 bytes, got b'bye'"),
+    ("/send-bytes-int", "'websocket.send' bytes must be bytes, got int"),
+    ("/send-text-bytes", "'websocket.send' text must be str, got bytes"),
+    ("/send-nothing", "'websocket.send' needs 'bytes' or 'text'"),
+])
+def test_a_message_that_breaks_the_spec_closes_1011_and_says_why(serve, path: str, error: str) -> None:
+    """The same one line on both builds (a value the compiled build's types would refuse with a bare
+    TypeError), and nothing of the bad message sent: no five NUL bytes for `bytes: 5`."""
+    server = serve("ws_apps:misuse")
+
+    async def talk() -> tuple[int | None, list[str | bytes]]:
+        received = []
+        async with connect(ws_url(server, path)) as ws:
+            with pytest.raises(websockets.ConnectionClosedError):
+                while True:
+                    received.append(await ws.recv())
+            return ws.close_code, received
+
+    assert run(talk()) == (1011, [])
+    server.wait_for(lambda: f"ASGI app broke the protocol (WebSocket {path}): {error}" in server.stderr,
+                    what="the app's error")
+
+
 def raw_exchange(port: int, request: bytes, then: bytes = b"", timeout: float = 10, head_only: bool = False) -> bytes:
     """Send `request`, read the response head, send `then`, read until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:

@@ -96,6 +96,26 @@ async def crash(scope, receive, send):
     raise RuntimeError("crashed after accepting")
 
 
+MISUSES = {
+    "/close-code-str": {"type": "websocket.close", "code": "4000"},
+    "/close-code-reserved": {"type": "websocket.close", "code": 1006},
+    "/close-reason-bytes": {"type": "websocket.close", "code": 4000, "reason": b"bye"},
+    "/send-bytes-int": {"type": "websocket.send", "bytes": 5},
+    "/send-text-bytes": {"type": "websocket.send", "text": b"hi"},
+    "/send-nothing": {"type": "websocket.send"},
+}
+
+
+async def misuse(scope, receive, send):
+    """Accepts, then sends the message MISUSES names for its path: one that breaks the ASGI spec."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    await send(MISUSES[scope["path"]])
+    await receive()
+
+
 async def flood(scope, receive, send):
     """Sends 1 MiB messages as fast as send() lets it, recording each one sent: with a client that
     does not read, send() must block long before all 200 are out."""

@@ -34,7 +34,7 @@ except ImportError:  # a build without the C extension
     from websockets.utils import apply_mask
 
 from ..errors import ClientDisconnected
-from .asgi import ASGI_VERSION, body_bytes, decode_path
+from .asgi import ASGI_VERSION, ASGIProtocolError, body_bytes, decode_path
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -46,6 +46,8 @@ logger = logging.getLogger("tricorn.error")
 FAST_MAX = 0xFFFF  # the largest payload the direct path takes (a 2-byte length), both ways
 QUEUE_HIGH = 16  # messages waiting for the app's receive(): beyond, stop reading the socket
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's close frame after ours
+# The close codes an endpoint may send (RFC 6455 7.4.1, 7.4.2): 1004-1006 and 1015 are reserved.
+SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 
 
 class WebSocketAdapter:
@@ -159,7 +161,9 @@ class WebSocketSession:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            if not (isinstance(exc, ClientDisconnected) and self.closed):
+            if isinstance(exc, ASGIProtocolError):
+                logger.error("ASGI app broke the protocol (WebSocket %s): %s", scope["path"], exc, exc_info=exc)
+            elif not (isinstance(exc, ClientDisconnected) and self.closed):
                 logger.error("Exception in ASGI application (WebSocket %s)", scope["path"], exc_info=exc)
             if not self.accepted and not self.denied:
                 self._deny_plain(500, b"Internal Server Error")
@@ -200,12 +204,7 @@ class WebSocketSession:
         elif kind == "websocket.send" and self.accepted:
             if self.closed:
                 raise ClientDisconnected("the WebSocket is closed")
-            if message.get("bytes") is not None:
-                payload, opcode = bytes(message["bytes"]), 0x82
-            elif message.get("text") is not None:
-                payload, opcode = message["text"].encode("utf-8"), 0x81
-            else:
-                raise RuntimeError("websocket.send needs bytes or text")
+            payload, opcode = _payload(message)
             if len(payload) <= FAST_MAX and not self.protocol.extensions and self.protocol.state is State.OPEN:
                 # A plain unmasked frame the library would write the same, without its per-frame cost.
                 size = len(payload)
@@ -218,8 +217,9 @@ class WebSocketSession:
             await self.conn.drain()  # a slow reader holds the sender here, not in our memory
         elif kind == "websocket.close":
             if self.accepted:
+                code, reason = _close_status(message)
                 if not self.closed:
-                    self._close(message.get("code") or 1000, message.get("reason") or "")
+                    self._close(code, reason)
             elif not self.denied:
                 self._deny_plain(403, b"Forbidden")
         elif kind == "websocket.http.response.start" and not self.accepted and not self.denied:
@@ -478,3 +478,35 @@ class WebSocketSession:
         if self.accepted and not self.closed:
             self._close(1001, "server shutting down")
             self._queue({"type": "websocket.disconnect", "code": 1001, "reason": ""})
+
+
+def _payload(message: dict[str, Any]) -> tuple[bytes, int]:
+    """A `websocket.send` message's payload and its frame's opcode, or the error that says why not."""
+    data = message.get("bytes")
+    if data is not None:
+        if data.__class__ is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise ASGIProtocolError(f"'websocket.send' bytes must be bytes, got {type(data).__name__}")
+            data = bytes(data)
+        return data, 0x82
+    text = message.get("text")
+    if text.__class__ is not str:
+        if text is None:
+            raise ASGIProtocolError("'websocket.send' needs 'bytes' or 'text'")
+        if not isinstance(text, str):
+            raise ASGIProtocolError(f"'websocket.send' text must be str, got {type(text).__name__}")
+    return text.encode("utf-8"), 0x81
+
+
+def _close_status(message: dict[str, Any]) -> tuple[int, str]:
+    """A `websocket.close` message's code (1000 if none) and reason, or the error that says why not."""
+    code = message.get("code")
+    if code is None:
+        code = 1000
+    if code.__class__ is not int or not (code in SENDABLE_CLOSE_CODES or 3000 <= code <= 4999):
+        raise ASGIProtocolError(
+            f"'websocket.close' code must be an int, 1000-1003, 1007-1014 or 3000-4999, got {code!r}")
+    reason = message.get("reason") or ""
+    if not isinstance(reason, str) or len(reason.encode("utf-8")) > 123:
+        raise ASGIProtocolError(f"'websocket.close' reason must be a str of at most 123 UTF-8 bytes, got {reason!r}")
+    return code, reason
