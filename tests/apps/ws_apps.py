@@ -100,6 +100,7 @@ MISUSES = {
     "/close-code-str": {"type": "websocket.close", "code": "4000"},
     "/close-code-reserved": {"type": "websocket.close", "code": 1006},
     "/close-reason-bytes": {"type": "websocket.close", "code": 4000, "reason": b"bye"},
+    "/close-reason-long": {"type": "websocket.close", "code": 4000, "reason": "é" * 62},  # 124 UTF-8 bytes
     "/send-bytes-int": {"type": "websocket.send", "bytes": 5},
     "/send-text-bytes": {"type": "websocket.send", "text": b"hi"},
     "/send-nothing": {"type": "websocket.send"},

@@ -43,12 +43,12 @@ def decode_path(raw_path: bytes) -> str:
     return raw_path.decode("utf-8", "surrogateescape")
 
 
-def body_bytes(body: Any, kind: str) -> bytes:
-    """A body message's `body` whose class is not bytes, as bytes, or the error that says why it
-    cannot be: HTTP's and a WebSocket denial's alike (callers test for bytes first, the common case)."""
-    if not isinstance(body, (bytes, bytearray, memoryview)):  # a subclass of bytes too
-        raise ASGIProtocolError(f"{kind!r} body must be bytes, got {type(body).__name__}")
-    return bytes(body)
+def as_bytes(value: Any, field: str) -> bytes:
+    """A message's bytes `field` whose class is not bytes, as bytes, or the error that says why it
+    cannot be: HTTP's bodies and the WebSocket's alike (callers test for bytes first, the common case)."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):  # a subclass of bytes too
+        raise ASGIProtocolError(f"{field} must be bytes, got {type(value).__name__}")
+    return bytes(value)
 
 
 class ASGI2App:
@@ -221,7 +221,7 @@ class HttpCycle:
             raise ASGIProtocolError("sent 'http.response.body' after the response was complete")
         body = message.get("body", b"")
         if body.__class__ is not bytes:
-            body = body_bytes(body, kind)
+            body = as_bytes(body, "'http.response.body' body")
         more_body = bool(message.get("more_body", False))
         if not more_body:
             self.complete = True

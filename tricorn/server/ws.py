@@ -21,8 +21,9 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from websockets.datastructures import Headers
+from websockets.exceptions import ProtocolError as FrameError
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request as HandshakeRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -34,7 +35,7 @@ except ImportError:  # a build without the C extension
     from websockets.utils import apply_mask
 
 from ..errors import ClientDisconnected
-from .asgi import ASGI_VERSION, ASGIProtocolError, body_bytes, decode_path
+from .asgi import ASGI_VERSION, ASGIProtocolError, as_bytes, decode_path
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -46,8 +47,6 @@ logger = logging.getLogger("tricorn.error")
 FAST_MAX = 0xFFFF  # the largest payload the direct path takes (a 2-byte length), both ways
 QUEUE_HIGH = 16  # messages waiting for the app's receive(): beyond, stop reading the socket
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's close frame after ours
-# The close codes an endpoint may send (RFC 6455 7.4.1, 7.4.2): 1004-1006 and 1015 are reserved.
-SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 
 
 class WebSocketAdapter:
@@ -230,7 +229,7 @@ class WebSocketSession:
         elif kind == "websocket.http.response.body" and self.denied and not self.closed:
             body = message.get("body", b"")
             if body.__class__ is not bytes:
-                body = body_bytes(body, kind)
+                body = as_bytes(body, "'websocket.http.response.body' body")
             more = bool(message.get("more_body", False))  # any truthy value, as for http.response.body
             if not more:
                 self._end_http()
@@ -484,29 +483,27 @@ def _payload(message: dict[str, Any]) -> tuple[bytes, int]:
     """A `websocket.send` message's payload and its frame's opcode, or the error that says why not."""
     data = message.get("bytes")
     if data is not None:
-        if data.__class__ is not bytes:
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise ASGIProtocolError(f"'websocket.send' bytes must be bytes, got {type(data).__name__}")
-            data = bytes(data)
-        return data, 0x82
+        return (data if data.__class__ is bytes else as_bytes(data, "'websocket.send' bytes")), 0x82
     text = message.get("text")
-    if text.__class__ is not str:
-        if text is None:
-            raise ASGIProtocolError("'websocket.send' needs 'bytes' or 'text'")
-        if not isinstance(text, str):
-            raise ASGIProtocolError(f"'websocket.send' text must be str, got {type(text).__name__}")
-    return text.encode("utf-8"), 0x81
+    if isinstance(text, str):
+        return text.encode("utf-8"), 0x81
+    if text is None:
+        raise ASGIProtocolError("'websocket.send' needs 'bytes' or 'text'")
+    raise ASGIProtocolError(f"'websocket.send' text must be str, got {type(text).__name__}")
 
 
 def _close_status(message: dict[str, Any]) -> tuple[int, str]:
-    """A `websocket.close` message's code (1000 if none) and reason, or the error that says why not."""
+    """A `websocket.close` message's code (1000 if none) and reason, or the error that says why they
+    cannot be sent: the library's own rules (the codes an endpoint may send, 125 bytes a frame)."""
     code = message.get("code")
-    if code is None:
-        code = 1000
-    if code.__class__ is not int or not (code in SENDABLE_CLOSE_CODES or 3000 <= code <= 4999):
-        raise ASGIProtocolError(
-            f"'websocket.close' code must be an int, 1000-1003, 1007-1014 or 3000-4999, got {code!r}")
+    code = 1000 if code is None else code
     reason = message.get("reason") or ""
-    if not isinstance(reason, str) or len(reason.encode("utf-8")) > 123:
-        raise ASGIProtocolError(f"'websocket.close' reason must be a str of at most 123 UTF-8 bytes, got {reason!r}")
+    if code.__class__ is not int:
+        raise ASGIProtocolError(f"'websocket.close' code must be an int, got {code!r}")
+    if not isinstance(reason, str):
+        raise ASGIProtocolError(f"'websocket.close' reason must be a str, got {type(reason).__name__}")
+    try:
+        Frame(Opcode.CLOSE, Close(code, reason).serialize()).check()
+    except FrameError as exc:
+        raise ASGIProtocolError(f"'websocket.close' code {code} with reason {reason!r} cannot be sent: {exc}") from None
     return code, reason
