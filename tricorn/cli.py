@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -64,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build() -> str:
-    """Which build runs the request path: the default Python source or the opt-in mypyc one (setup.py)."""
-    from .server import h1
-
-    return "pure Python" if h1.__file__.endswith(".py") else "compiled with mypyc"
+    """Which build runs the request path: the default Python source or the opt-in mypyc one (setup.py).
+    Found, not imported: every start asks (the parser's --version), and most never serve a request."""
+    spec = importlib.util.find_spec(".server.h1", __package__)
+    return "pure Python" if spec is None or str(spec.origin).endswith(".py") else "compiled with mypyc"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
