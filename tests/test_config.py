@@ -84,6 +84,7 @@ def test_the_build_switch_left_in_the_environment_is_not_a_setting(tmp_path: Pat
     load({}, {"TRICORN_MYPYC": "1"}, tmp_path)  # README.md, "A compiled build"
     assert "TRICORN_MYPYC" not in caplog.text
 
+
 def test_listeners_and_thread_defaults() -> None:
     assert Config().listeners() == ("127.0.0.1:8000",)
     assert Config(host="::1", port=9000).listeners() == ("[::1]:9000",)
