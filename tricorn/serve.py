@@ -77,8 +77,8 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
                     switch_to(identity)
                 try:
                     app, interface = preloaded or load_app(config)
-                except UserError as exc:
-                    print(f"Error: {exc}", file=sys.stderr)
+                except UserError as exc:  # one write: print's separate "\n" lets the master's log in mid-line
+                    sys.stderr.write(f"Error: {exc}\n")
                     return exc.exit_code
                 return Worker(config, app, interface, listeners, access_log, master_pid, link, context).run()
 

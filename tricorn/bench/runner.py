@@ -162,7 +162,7 @@ def _child(plan: Plan, index: int, write_fd: int) -> NoReturn:
         out.write(json.dumps({"final": result}) + "\n")
         out.flush()
     except BaseException as exc:  # the parent then reports a missing process
-        print(f"Error: load process {index} failed: {exc!r}", file=sys.stderr)
+        sys.stderr.write(f"Error: load process {index} failed: {exc!r}\n")  # one write beside the other processes
         code = 1
     finally:
         os._exit(code)
