@@ -376,6 +376,9 @@ def test_ctrl_c_stops_the_trial_and_every_server(tmp_path: Path) -> None:
         while _sockets_of(_servers_of(marker)) < 8 and time.monotonic() < deadline:
             time.sleep(0.1)  # until the trial's load has connected: the server holds its connections
         assert _sockets_of(_servers_of(marker)) >= 8, "the trial's load never connected"
+        for pid in _servers_of(marker):  # the tuner holds SIGINT as it starts a server; the server does not
+            status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            assert not int(status["SigBlk"], 16) & 1 << (signal.SIGINT - 1), status["SigBlk"]
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
     finally:
@@ -516,7 +519,8 @@ def test_an_interrupted_sweep_leaves_no_cgroup_behind(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
     marker = "examples.tuning:io_wsgi"
     argv = [sys.executable, "-m", "tricorn", "tune", marker, "--sizes", "1/512m", "--step", "2s", "--json", str(out)]
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 30
         while _sockets_of(_servers_of(marker)) < 8 and time.monotonic() < deadline:
