@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import resource
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tricorn.bench import pages
+from tricorn.host.interrupts import held_interrupts
 
 from .conftest import APPS, ROOT
 
@@ -494,3 +496,20 @@ def test_an_open_loop_of_messages_sees_a_stall(serve, tmp_path) -> None:
 def test_bad_websocket_options_are_one_line(tmp_path) -> None:
     result = bench("ws://127.0.0.1:1/", "-m", "POST", "-n", "1")
     assert result.returncode == 2 and "a ws:// load sends --message-size bytes" in result.stderr
+
+
+def test_a_ctrl_c_as_a_load_process_forks_comes_after_its_pid_is_kept() -> None:
+    """run_processes forks under held_interrupts: the KeyboardInterrupt of a Ctrl-C that lands in
+    fork() is raised once the pid is stored (for the parent to end the child), and the child keeps
+    SIGINT held (its parent ends it)."""
+    pids: list[int] = []
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # even where this run ignores SIGINT
+    with pytest.raises(KeyboardInterrupt), held_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, ()) else 1)
+        pids.append(pid)
+    signal.signal(signal.SIGINT, previous)
+    assert len(pids) == 1 and os.waitpid(pids[0], 0)[1] == 0
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, ())

@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn
 
 from ..errors import UserError
 from ..host.eventloop import new_event_loop
+from ..host.interrupts import held_interrupts
 from . import scenario as scenarios
 from .engine import LATE_MS, Engine, Load, Watch, Window
 from .histogram import Histogram
@@ -172,16 +173,17 @@ def run_processes(plan: Plan, collector: Collector) -> None:
     """Fork --procs processes; each reports its seconds and its total as JSON lines on a pipe."""
     pipes: dict[int, IO[str]] = {}
     pids = []
-    for index in range(plan.procs):
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
-            _child(plan, index, write_fd)
-        os.close(write_fd)
-        pids.append(pid)
-        pipes[read_fd] = os.fdopen(read_fd)
     try:
+        for index in range(plan.procs):
+            read_fd, write_fd = os.pipe()
+            pipes[read_fd] = os.fdopen(read_fd)
+            with held_interrupts():
+                pid = os.fork()
+                if pid == 0:  # the parent ends it on Ctrl-C: it keeps SIGINT held
+                    os.close(read_fd)
+                    _child(plan, index, write_fd)
+                pids.append(pid)
+            os.close(write_fd)
         _collect(pipes, collector)
     except BaseException:  # Ctrl-C: the load stops with us
         for pid in pids:

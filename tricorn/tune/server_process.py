@@ -21,6 +21,7 @@ from typing import Any
 
 from ..ctl import ask
 from ..errors import UserError
+from ..host.interrupts import held_interrupts, release_interrupts
 from ..host.resources import rss_bytes
 from .limits import Limit
 from .model import TrialError
@@ -113,14 +114,16 @@ class ServerProcess:
         cores, limit = self.cores, self.limit
 
         def pin() -> None:
+            release_interrupts()  # held by start(); a server stops on SIGINT
             if cores:
                 os.sched_setaffinity(0, cores)
             if limit is not None:
                 limit.enter()
 
         try:
-            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                                            start_new_session=True, preexec_fn=pin)
+            with held_interrupts():  # else a Ctrl-C inside Popen leaves the server running, unknown to stop()
+                self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                                stderr=self.log, start_new_session=True, preexec_fn=pin)
         except OSError as exc:
             raise TrialError(f"cannot start {self.argv[0]}: {exc.strerror}; check --cmd") from None
 
