@@ -194,8 +194,11 @@ def test_a_slow_async_app_is_not_capped_by_the_generators_connections(tmp_path: 
     rate needs."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     assert hard == resource.RLIM_INFINITY or hard >= 4096, f"the hard open-files limit ({hard}) is below the test's"
-    data = tuned(tmp_path, "examples.tuning:io_asgi", "--workers", "1", "--p99", "400ms", env={"IO_MS": "250"})
+    data = tuned(tmp_path, "examples.tuning:io_asgi", "--workers", "1", "--p99", "400ms", env={"IO_MS": "250"},
+                 step="0.5s")
     assert data["recommendation"]["throughput"] > 1.25 * 1024 / 0.250, data["stdout"]
+    # A screen's step is a third of --step, shorter than a request: stretched to four of them.
+    assert all(s["duration"] >= 4 * 0.250 for t in data["trials"] for s in t["steps"]), data["stdout"]
 
 
 def test_memory_heavy_app_gets_no_more_workers_than_fit(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--threads", type=_counts, metavar="N,N,...", help="only these thread counts, for a WSGI app (default: 1 "
         "to 128, doubling)")
     add("--step", type=_duration, default=3.0, metavar="DURATION", help="seconds each load step measures in a "
-        "full trial (default 3s; screening steps take a third)")
+        "full trial (default 3s; screening steps take a third; at least four of one request's latency)")
     add("--start-timeout", type=_duration, default=30.0, metavar="DURATION", help="how long a server may take "
         "to answer its first request (default 30s)")
     parser.add_argument("--engine", choices=("builtin", "locust"), default="builtin",

@@ -38,6 +38,7 @@ FULL_RAMP = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # Ã
 QUICK_RAMP = (0.7, 0.9, 1.05, 1.25, 1.5, 2.0, 3.0)
 CONFIRM_RAMP = (0.85, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # Ã— what the screen sustained
 ONE_CONNECTION_S = 1.0  # seconds of one request at a time, when asked for
+SERVICE_TIMES = 4  # a step measures at least this many of one request's latency (its warm-up a third of it)
 GROW, BEYOND = 1.25, 10  # past the ramp's last rate: this much higher each step, at most this many steps
 BELOW = 0.5  # when even the first rate fails: try this fraction of it, a few times
 FILL, LEAP = 0.8, 2.0  # an async server's cores mostly idle at a passing rate: next, the rate that fills
@@ -74,6 +75,7 @@ class TrialRunner:
         self.workload = workload
         self.engine = engine
         self.make_limit = make_limit
+        self.service_s = 0.0  # one request's latency, once measured (over one connection, or by a slow probe)
 
     def run(self, trial: Trial, quick: bool = False, one_connection: bool = False, expected: float = 0.0) -> Trial:
         """Measure `trial` in place. `expected`: about what it will sustain (for a full trial, what
@@ -166,6 +168,7 @@ class TrialRunner:
         side_after = server.side_thread_seconds()
         if summary["throughput_rps"] > 0:
             trial.service_ms = summary["latency_ms"]["mean"]
+            self.service_s = trial.service_ms / 1000
             trial.cpu_ms = max(0.0, used) / wall * 1000 / summary["throughput_rps"]
             trial.thread_cpu_ms = max(0.0, side_after - side_before) / wall * 1000 / summary["throughput_rps"]
 
@@ -180,6 +183,14 @@ class TrialRunner:
             connections = max(8, connections // MAX_CONNECTIONS)
         load = Load("closed", connections=connections, duration=duration, warmup=warmup, timeout=self._timeout())
         summary, *_ = self._measure(server, target, scenario, load)
+        if not summary["answered"] and not summary["error_count"] and load.timeout > duration:
+            # Not one request finished inside the step, none failed: requests slower than the step.
+            # Once more, for as long as a request may take; their latency sets the steps' least length.
+            load = Load("closed", connections=connections, duration=load.timeout, warmup=load.timeout / 3,
+                        timeout=load.timeout)
+            summary, *_ = self._measure(server, target, scenario, load)
+            if summary["answered"]:
+                self.service_s = max(self.service_s, summary["latency_ms"]["mean"] / 1000)
         self._sample_memory(trial, server)
         answered = summary["answered"]
         client_errors = sum(n for code, n in summary["status"].items() if 400 <= int(code) < 500)
@@ -311,8 +322,9 @@ class TrialRunner:
         return step
 
     def _durations(self, quick: bool) -> tuple[float, float]:
-        """Seconds each step measures, and warms up first (new connections, the app's caches)."""
-        step = self.workload.step / (3 if quick else 1)
+        """Seconds each step measures, and warms up first (new connections, the app's caches): a
+        slow app's requests must have time to finish inside the step, whatever --step says."""
+        step = max(self.workload.step / (3 if quick else 1), SERVICE_TIMES * self.service_s)
         return step, step / 3
 
     def expected_seconds(self, quick: bool) -> float:
