@@ -22,7 +22,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..bench.engine import Load
@@ -186,8 +186,7 @@ class TrialRunner:
         if not summary["answered"] and not summary["error_count"] and load.timeout > duration:
             # Not one request finished inside the step, none failed: requests slower than the step.
             # Once more, for as long as a request may take; their latency sets the steps' least length.
-            load = Load("closed", connections=connections, duration=load.timeout, warmup=load.timeout / 3,
-                        timeout=load.timeout)
+            load = replace(load, duration=load.timeout, warmup=load.timeout / 3)
             summary, *_ = self._measure(server, target, scenario, load)
             if summary["answered"]:
                 self.service_s = max(self.service_s, summary["latency_ms"]["mean"] / 1000)
