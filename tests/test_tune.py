@@ -126,6 +126,9 @@ def test_io_bound_wsgi_gets_many_threads(tmp_path: Path) -> None:
     # A request mostly waits: the one-connection measurement leaves every thread count open.
     first = data["trials"][0]
     assert first["service_ms"] >= 50 and data["thread_limit"] in (None, 64, 128), data["stdout"]
+    # A screen's third of --step 0.5s is below four of those requests: its steps were stretched.
+    least = 4 * first["service_ms"] / 1000 - 0.005  # JSON rounds to 0.01
+    assert all(s["duration"] >= least for t in data["trials"] for s in t["steps"]), data["stdout"]
     # ...and its workers left the CPU idle, so 2+ workers were tried, each counted by the master.
     assert data["worker_limit"] is None and check_server_counters(data) >= 1, data["stdout"]
 
